@@ -1,0 +1,51 @@
+# tailguard Makefile. Every target works on a fresh machine with Go installed.
+
+GO            ?= go
+GOBIN         ?= $(shell $(GO) env GOPATH)/bin
+STATICCHECK_VERSION ?= v0.8.2
+PKGS          ?= ./...
+BENCHTIME     ?= 1s
+TEST_TIMEOUT  ?= 20m
+
+.PHONY: all build test test-unit test-rules bench lint fmt demo clean tools
+
+all: build test
+
+build:
+	$(GO) build $(PKGS)
+	$(GO) build -o bin/ ./cmd/...
+
+## test: everything: unit tests with the race detector, rule tests, and the
+## real-server end-to-end tests (hack/test-e2e installs Prometheus/Alertmanager
+## on Debian or prints a SKIP line).
+test: test-unit test-rules
+
+test-unit:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test-rules:
+	@hack/test-rules
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+	cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	cd bench && $(GO) run ./cmd/awssim
+
+lint: tools
+	$(GO) vet $(PKGS)
+	cd bench && $(GO) vet ./...
+	$(GOBIN)/staticcheck $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+tools:
+	@test -x $(GOBIN)/staticcheck && $(GOBIN)/staticcheck -version | grep -q '(0.8.2)' || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+demo:
+	$(GO) run ./cmd/tailguard-sim demo
+
+clean:
+	rm -rf bin
