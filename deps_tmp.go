@@ -1,0 +1,36 @@
+//go:build tools
+
+package tailguard
+
+import (
+	_ "github.com/alecthomas/kingpin/v2"
+	_ "github.com/diegoholiveira/jsonlogic/v3"
+	_ "github.com/fsnotify/fsnotify"
+	_ "github.com/montanaflynn/stats"
+	_ "github.com/oklog/run"
+	_ "github.com/open-feature/go-sdk/openfeature"
+	_ "github.com/open-feature/go-sdk/openfeature/memprovider"
+	_ "github.com/prometheus/client_golang/api/prometheus/v1"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "github.com/prometheus/client_golang/prometheus/testutil"
+	_ "github.com/prometheus/common/config"
+	_ "github.com/prometheus/common/model"
+	_ "github.com/prometheus/common/promslog"
+	_ "github.com/prometheus/common/promslog/flag"
+	_ "github.com/prometheus/common/version"
+	_ "github.com/prometheus/exporter-toolkit/web"
+	_ "github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	_ "github.com/prometheus/prometheus/promql"
+	_ "github.com/prometheus/prometheus/promql/parser"
+	_ "github.com/prometheus/prometheus/tsdb"
+	_ "github.com/prometheus/prometheus/model/labels"
+	_ "github.com/prometheus/prometheus/model/histogram"
+	_ "github.com/prometheus/prometheus/storage"
+	_ "github.com/santhosh-tekuri/jsonschema/v6"
+	_ "go.opentelemetry.io/otel"
+	_ "go.opentelemetry.io/otel/sdk/trace"
+	_ "go.opentelemetry.io/otel/sdk/trace/tracetest"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	_ "gopkg.in/yaml.v3"
+)
