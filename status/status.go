@@ -94,6 +94,18 @@ type Change struct {
 	Detail  string
 }
 
+// incidentClass maps an incident state to the CSS class of its badge.
+func incidentClass(state string) string {
+	switch state {
+	case "resolved", "closed":
+		return StateOK
+	case "mitigated", "verifying", "proposed":
+		return StateAtRisk
+	default:
+		return StateBreaching
+	}
+}
+
 // Renderer renders Views. It is safe for concurrent use.
 type Renderer struct {
 	tmpl *template.Template
@@ -108,6 +120,7 @@ func NewRenderer() (*Renderer, error) {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
 		},
+		"incidentClass": incidentClass,
 		"ago": func(now, t time.Time) string {
 			if t.IsZero() {
 				return "never"
