@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"os/user"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/tailguard/tailguard/flags"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitConflict = 3
+	exitIO       = 4
+	exitInvalid  = 5
+)
+
+const appHelp = `Operate tailguard: inspect and change feature flags and their journal.
+
+Every change to the flag file needs --reason and is recorded in the journal
+next to it (<flag-file>.journal.jsonl) with the actor, reason, incident and
+before/after, and can be rolled back with "flags rollback".
+
+Exit codes:
+  0  success (including "no change" and an already applied --idempotency-key)
+  1  other error (for example an unknown flag)
+  2  usage error
+  3  conflict: the file changed since it was read (retry), or a rollback
+     would overwrite a later change (see --force)
+  4  I/O error reading or writing the flag file, journal or lock
+  5  validation error: the flag file or the requested change is invalid`
+
+// globalFlags are the flags and I/O every command group shares.
+type globalFlags struct {
+	flagFile string
+	output   string
+	actor    string
+
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	now    func() time.Time
+}
+
+// commands maps full command names ("flags list") to actions.
+type commands map[string]func(ctx context.Context) error
+
+func (c commands) add(other commands) {
+	for name, action := range other {
+		if _, dup := c[name]; dup {
+			panic("tailguardctl: command " + name + " registered twice")
+		}
+		c[name] = action
+	}
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) (*kingpin.Application, *globalFlags) {
+	g := &globalFlags{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}
+	app := kingpin.New("tailguardctl", appHelp)
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	app.Flag("flag-file", "The flagd flag file to operate on.").
+		Envar("TAILGUARD_FLAG_FILE").PlaceHolder("PATH").StringVar(&g.flagFile)
+	app.Flag("output", "Output format: text or json.").Short('o').
+		Default("text").EnumVar(&g.output, "text", "json")
+	app.Flag("actor", `Who makes changes: "operator:<name>" or "controller".`).
+		Default(defaultActor()).StringVar(&g.actor)
+	return app, g
+}
+
+func defaultActor() string {
+	name := os.Getenv("USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	return flags.ActorOperatorPrefix + name
+}
+
+// terminated carries kingpin's requested exit status (after --help) out
+// of Parse without exiting the process.
+type terminated int
+
+func execute(app *kingpin.Application, g *globalFlags, cmds commands, args []string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			t, ok := r.(terminated)
+			if !ok {
+				panic(r)
+			}
+			code = int(t)
+		}
+	}()
+	app.Terminate(func(status int) { panic(terminated(status)) })
+	if len(args) == 0 {
+		app.UsageWriter(g.stderr)
+		app.Usage(nil)
+		return exitUsage
+	}
+	selected, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "%s: error: %v, try --help\n", app.Name, err)
+		return exitUsage
+	}
+	action, ok := cmds[selected]
+	if !ok {
+		fmt.Fprintf(g.stderr, "%s: error: command %q is not implemented\n", app.Name, selected)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := action(ctx); err != nil {
+		if !errors.Is(err, errReported) {
+			fmt.Fprintf(g.stderr, "%s: error: %v\n", app.Name, err)
+		}
+		return exitCode(err)
+	}
+	return exitOK
+}
+
+// usageError marks a command-line mistake found after parsing.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// errReported wraps errors whose details were already printed (as part of
+// the command's output); execute then prints nothing more.
+var errReported = errors.New("reported")
+
+type reportedError struct{ err error }
+
+func (e reportedError) Error() string { return e.err.Error() }
+func (e reportedError) Unwrap() []error {
+	return []error{e.err, errReported}
+}
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	var ue usageError
+	var pe *fs.PathError
+	var le *os.LinkError
+	var se *os.SyscallError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, flags.ErrConflict):
+		return exitConflict
+	case errors.Is(err, flags.ErrInvalid):
+		return exitInvalid
+	case errors.As(err, &pe), errors.As(err, &le), errors.As(err, &se):
+		return exitIO
+	default:
+		return exitError
+	}
+}
+
+// store opens the flag file named by --flag-file.
+func (g *globalFlags) store() (*flags.Store, error) {
+	if g.flagFile == "" {
+		return nil, usagef("--flag-file (or TAILGUARD_FLAG_FILE) is required")
+	}
+	return flags.NewStore(flags.StoreConfig{Path: g.flagFile, Now: g.now})
+}
+
+// json reports whether machine-readable output was requested.
+func (g *globalFlags) json() bool { return g.output == "json" }
+
+// printJSON writes v as indented JSON.
+func (g *globalFlags) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// print writes v as JSON with -o json, or calls text otherwise.
+func (g *globalFlags) print(v any, text func(w io.Writer) error) error {
+	if g.json() {
+		return g.printJSON(v)
+	}
+	return text(g.stdout)
+}

@@ -1,0 +1,527 @@
+// Package provider is an OpenFeature provider for Go services that
+// evaluates a flagd flag file in process with flagd's semantics (see
+// package eval). It watches the file and reloads it within a second of a
+// change, emitting PROVIDER_CONFIGURATION_CHANGED with the changed flag
+// keys; a broken file emits PROVIDER_ERROR and the last good flags keep
+// being served until the file is fixed.
+package provider
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/open-feature/go-sdk/openfeature"
+
+	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/flags/eval"
+)
+
+// Defaults.
+const (
+	DefaultName     = "tailguard-flagd-file"
+	DefaultDebounce = 100 * time.Millisecond
+	DefaultResync   = 30 * time.Second
+	eventBuffer     = 16
+)
+
+// Config configures a Provider.
+type Config struct {
+	// Path is the flagd flag file.
+	Path string
+	// Name is reported in the provider metadata; defaults to DefaultName.
+	Name string
+	// Logger receives reload and evaluation diagnostics; defaults to
+	// discarding them.
+	Logger *slog.Logger
+	// Validator checks the file; NewProvider compiles one if nil.
+	Validator *flags.Validator
+	// Debounce is how long to wait after a file event before reloading, so
+	// a burst of events (write, rename, chmod) causes one reload. Defaults
+	// to DefaultDebounce; must be below one second.
+	Debounce time.Duration
+	// Resync re-reads the file at this interval even without file events,
+	// for filesystems that do not deliver them. Defaults to DefaultResync;
+	// negative disables it.
+	Resync time.Duration
+	// Now is the clock behind $flagd.timestamp; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Provider is an openfeature.FeatureProvider, StateHandler,
+// ContextAwareStateHandler and EventHandler serving a flagd flag file.
+type Provider struct {
+	path      string
+	name      string
+	log       *slog.Logger
+	validator *flags.Validator
+	debounce  time.Duration
+	resync    time.Duration
+	now       func() time.Time
+
+	set    atomic.Pointer[eval.Set]
+	events chan openfeature.Event
+
+	mu     sync.Mutex // guards cancel and done
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// Owned by whoever holds reloadMu (Init, then the watch loop).
+	reloadMu    sync.Mutex
+	lastSum     [sha256.Size]byte
+	haveSum     bool
+	healthy     bool
+	lastProblem string
+}
+
+var (
+	_ openfeature.FeatureProvider          = (*Provider)(nil)
+	_ openfeature.StateHandler             = (*Provider)(nil)
+	_ openfeature.ContextAwareStateHandler = (*Provider)(nil)
+	_ openfeature.EventHandler             = (*Provider)(nil)
+)
+
+// New validates cfg and returns a Provider. The file is first read by
+// Init (or InitWithContext), which the OpenFeature SDK calls when the
+// provider is registered.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("provider: flag file path is required")
+	}
+	path, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("provider: flag file path: %w", err)
+	}
+	p := &Provider{
+		path:      path,
+		name:      cfg.Name,
+		log:       cfg.Logger,
+		validator: cfg.Validator,
+		debounce:  cfg.Debounce,
+		resync:    cfg.Resync,
+		now:       cfg.Now,
+		events:    make(chan openfeature.Event, eventBuffer),
+	}
+	if p.name == "" {
+		p.name = DefaultName
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if p.validator == nil {
+		if p.validator, err = flags.NewValidator(); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case p.debounce == 0:
+		p.debounce = DefaultDebounce
+	case p.debounce < 0 || p.debounce >= time.Second:
+		return nil, fmt.Errorf("provider: debounce %s: must be between 0 and 1s", p.debounce)
+	}
+	if p.resync == 0 {
+		p.resync = DefaultResync
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	return p, nil
+}
+
+// Metadata returns the provider's name.
+func (p *Provider) Metadata() openfeature.Metadata { return openfeature.Metadata{Name: p.name} }
+
+// Hooks returns no hooks.
+func (p *Provider) Hooks() []openfeature.Hook { return nil }
+
+// EventChannel delivers PROVIDER_CONFIGURATION_CHANGED, PROVIDER_ERROR and
+// PROVIDER_READY events after Init.
+func (p *Provider) EventChannel() <-chan openfeature.Event { return p.events }
+
+// Revision returns the revision of the flag file being served, or -1 if
+// no valid file has been loaded.
+func (p *Provider) Revision() int64 {
+	if s := p.set.Load(); s != nil {
+		return s.Revision()
+	}
+	return -1
+}
+
+// Init loads the file and starts watching it; see InitWithContext.
+func (p *Provider) Init(evalCtx openfeature.EvaluationContext) error {
+	return p.InitWithContext(context.Background(), evalCtx)
+}
+
+// InitWithContext loads the flag file and starts watching its directory.
+// If the file is missing or invalid it returns an error (the SDK marks
+// the provider ERROR) but keeps watching: once the file becomes valid the
+// provider emits PROVIDER_READY.
+func (p *Provider) InitWithContext(ctx context.Context, _ openfeature.EvaluationContext) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cancel != nil {
+		return nil // already running
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		return &openfeature.ProviderInitError{ErrorCode: openfeature.GeneralCode, Message: "create file watcher: " + err.Error()}
+	}
+	if err := watcher.Add(filepath.Dir(p.path)); err != nil {
+		watcher.Close()
+		return &openfeature.ProviderInitError{ErrorCode: openfeature.GeneralCode, Message: fmt.Sprintf("watch %s: %v", filepath.Dir(p.path), err)}
+	}
+	loadErr := p.reload(ctx, false)
+	if err := ctx.Err(); err != nil {
+		watcher.Close()
+		return err
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.done = make(chan struct{})
+	go p.watch(loopCtx, watcher, p.done)
+	if loadErr != nil {
+		return &openfeature.ProviderInitError{ErrorCode: errorCode(loadErr), Message: loadErr.Error()}
+	}
+	return nil
+}
+
+// Shutdown stops watching the file; see ShutdownWithContext.
+func (p *Provider) Shutdown() { _ = p.ShutdownWithContext(context.Background()) }
+
+// ShutdownWithContext stops watching the file. The last loaded flags stay
+// available to evaluations.
+func (p *Provider) ShutdownWithContext(ctx context.Context) error {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.done
+	p.cancel, p.done = nil, nil
+	p.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Provider) watch(ctx context.Context, w *fsnotify.Watcher, done chan struct{}) {
+	defer close(done)
+	defer w.Close()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	var resync <-chan time.Time
+	if p.resync > 0 {
+		t := time.NewTicker(p.resync)
+		defer t.Stop()
+		resync = t.C
+	}
+	base := filepath.Base(p.path)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if relevant(ev, base) {
+				debounce.Reset(p.debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			p.log.Warn("flag file watcher error", "path", p.path, "err", err)
+			debounce.Reset(p.debounce)
+		case <-debounce.C:
+			p.reloadAndNotify(ctx)
+		case <-resync:
+			p.reloadAndNotify(ctx)
+		}
+	}
+}
+
+// relevant reports whether a directory event may have changed the flag
+// file: any event on the file itself, and any creation, rename or removal
+// in the directory (which covers symlink swaps such as Kubernetes
+// ConfigMap updates). Writes to other files, such as the journal, are not.
+func relevant(ev fsnotify.Event, base string) bool {
+	name := filepath.Base(ev.Name)
+	if name == base {
+		return true
+	}
+	if strings.HasSuffix(name, flags.JournalSuffix) || strings.HasSuffix(name, flags.LockSuffix) {
+		return false
+	}
+	return ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove)
+}
+
+func (p *Provider) reloadAndNotify(ctx context.Context) {
+	if err := p.reload(ctx, true); err != nil {
+		p.log.Warn("flag file rejected, serving the last good flags", "path", p.path, "revision", p.Revision(), "err", err)
+	}
+}
+
+// reload reads the file and, if it changed and is valid, swaps it in.
+// With notify, it emits the events describing the transition; ctx ends
+// the wait for the event reader.
+func (p *Provider) reload(ctx context.Context, notify bool) error {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	data, err := os.ReadFile(p.path)
+	if err != nil {
+		// Forget the last content so that the same file coming back is
+		// loaded (and announced) again.
+		p.haveSum = false
+		err = fmt.Errorf("read flag file: %w", err)
+		p.failed(ctx, err, notify)
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if p.haveSum && sum == p.lastSum {
+		if !p.healthy && p.lastProblem != "" {
+			return errors.New(p.lastProblem)
+		}
+		return nil
+	}
+	p.lastSum, p.haveSum = sum, true
+	doc, err := p.validator.Parse(data)
+	if err != nil {
+		err = fmt.Errorf("flag file %s: %w", p.path, err)
+		p.failed(ctx, err, notify)
+		return err
+	}
+	set, err := eval.Compile(doc)
+	if err != nil {
+		p.failed(ctx, err, notify)
+		return err
+	}
+	old := p.set.Swap(set)
+	recovered := !p.healthy
+	p.healthy, p.lastProblem = true, ""
+	changed := set.Changed(old)
+	p.log.Info("flag file loaded", "path", p.path, "revision", set.Revision(), "changed", changed)
+	if !notify {
+		return nil
+	}
+	if recovered {
+		p.emit(ctx, openfeature.Event{
+			ProviderName: p.name,
+			EventType:    openfeature.ProviderReady,
+			ProviderEventDetails: openfeature.ProviderEventDetails{
+				Message:     fmt.Sprintf("flag file valid again at revision %d", set.Revision()),
+				FlagChanges: changed,
+			},
+		})
+	}
+	if len(changed) > 0 {
+		p.emit(ctx, openfeature.Event{
+			ProviderName: p.name,
+			EventType:    openfeature.ProviderConfigChange,
+			ProviderEventDetails: openfeature.ProviderEventDetails{
+				Message:       fmt.Sprintf("flag file reloaded at revision %d", set.Revision()),
+				FlagChanges:   changed,
+				EventMetadata: map[string]any{"revision": set.Revision()},
+			},
+		})
+	}
+	return nil
+}
+
+// failed records a load failure and, once per distinct problem, emits
+// PROVIDER_ERROR. The previously loaded flags stay in place.
+func (p *Provider) failed(ctx context.Context, err error, notify bool) {
+	msg := err.Error()
+	if !p.healthy && msg == p.lastProblem {
+		return
+	}
+	p.healthy, p.lastProblem = false, msg
+	if !notify {
+		return
+	}
+	if p.set.Load() != nil {
+		msg += " (serving the last good flags)"
+	}
+	p.emit(ctx, openfeature.Event{
+		ProviderName: p.name,
+		EventType:    openfeature.ProviderError,
+		ProviderEventDetails: openfeature.ProviderEventDetails{
+			Message:   msg,
+			ErrorCode: errorCode(err),
+		},
+	})
+}
+
+// emit delivers an event, waiting for the reader (the SDK drains the
+// channel continuously); it gives up when ctx ends (shutdown).
+func (p *Provider) emit(ctx context.Context, ev openfeature.Event) {
+	select {
+	case p.events <- ev:
+	case <-ctx.Done():
+	}
+}
+
+func errorCode(err error) openfeature.ErrorCode {
+	if errors.Is(err, flags.ErrInvalid) {
+		return openfeature.ParseErrorCode
+	}
+	return openfeature.GeneralCode
+}
+
+func (p *Provider) resolve(flag string, flatCtx openfeature.FlattenedContext) (eval.Resolution, bool) {
+	set := p.set.Load()
+	if set == nil {
+		return eval.Resolution{}, false
+	}
+	r := set.Resolve(flag, flatCtx, p.now())
+	if r.Detail != "" {
+		p.log.Debug("targeting fell back to the default variant", "flag", flag, "detail", r.Detail)
+	}
+	return r, true
+}
+
+func detail(r eval.Resolution) openfeature.ProviderResolutionDetail {
+	d := openfeature.ProviderResolutionDetail{
+		Reason:       r.Reason,
+		Variant:      r.Variant,
+		FlagMetadata: openfeature.FlagMetadata(r.Metadata),
+	}
+	if r.ErrorCode != "" {
+		d.ResolutionError = resolutionError(r.ErrorCode, r.ErrorMessage)
+	}
+	return d
+}
+
+func resolutionError(code openfeature.ErrorCode, msg string) openfeature.ResolutionError {
+	switch code {
+	case openfeature.FlagNotFoundCode:
+		return openfeature.NewFlagNotFoundResolutionError(msg)
+	case openfeature.ParseErrorCode:
+		return openfeature.NewParseErrorResolutionError(msg)
+	case openfeature.TypeMismatchCode:
+		return openfeature.NewTypeMismatchResolutionError(msg)
+	case openfeature.ProviderNotReadyCode:
+		return openfeature.NewProviderNotReadyResolutionError(msg)
+	default:
+		return openfeature.NewGeneralResolutionError(msg)
+	}
+}
+
+func notReady() openfeature.ProviderResolutionDetail {
+	return openfeature.ProviderResolutionDetail{
+		Reason:          openfeature.ErrorReason,
+		ResolutionError: openfeature.NewProviderNotReadyResolutionError("no valid flag file loaded"),
+	}
+}
+
+func mismatch(flag string, r eval.Resolution, want string) openfeature.ProviderResolutionDetail {
+	return openfeature.ProviderResolutionDetail{
+		Reason:          openfeature.ErrorReason,
+		ResolutionError: openfeature.NewTypeMismatchResolutionError(fmt.Sprintf("flag %q: variant %q is %T, not %s", flag, r.Variant, r.Value, want)),
+		FlagMetadata:    openfeature.FlagMetadata(r.Metadata),
+	}
+}
+
+// BooleanEvaluation resolves a boolean flag.
+func (p *Provider) BooleanEvaluation(_ context.Context, flag string, defaultValue bool, flatCtx openfeature.FlattenedContext) openfeature.BoolResolutionDetail {
+	r, ok := p.resolve(flag, flatCtx)
+	if !ok {
+		return openfeature.BoolResolutionDetail{Value: defaultValue, ProviderResolutionDetail: notReady()}
+	}
+	if r.UseDefault {
+		return openfeature.BoolResolutionDetail{Value: defaultValue, ProviderResolutionDetail: detail(r)}
+	}
+	v, ok := r.Value.(bool)
+	if !ok {
+		return openfeature.BoolResolutionDetail{Value: defaultValue, ProviderResolutionDetail: mismatch(flag, r, "a boolean")}
+	}
+	return openfeature.BoolResolutionDetail{Value: v, ProviderResolutionDetail: detail(r)}
+}
+
+// StringEvaluation resolves a string flag.
+func (p *Provider) StringEvaluation(_ context.Context, flag string, defaultValue string, flatCtx openfeature.FlattenedContext) openfeature.StringResolutionDetail {
+	r, ok := p.resolve(flag, flatCtx)
+	if !ok {
+		return openfeature.StringResolutionDetail{Value: defaultValue, ProviderResolutionDetail: notReady()}
+	}
+	if r.UseDefault {
+		return openfeature.StringResolutionDetail{Value: defaultValue, ProviderResolutionDetail: detail(r)}
+	}
+	v, ok := r.Value.(string)
+	if !ok {
+		return openfeature.StringResolutionDetail{Value: defaultValue, ProviderResolutionDetail: mismatch(flag, r, "a string")}
+	}
+	return openfeature.StringResolutionDetail{Value: v, ProviderResolutionDetail: detail(r)}
+}
+
+// FloatEvaluation resolves a number flag as float64.
+func (p *Provider) FloatEvaluation(_ context.Context, flag string, defaultValue float64, flatCtx openfeature.FlattenedContext) openfeature.FloatResolutionDetail {
+	r, ok := p.resolve(flag, flatCtx)
+	if !ok {
+		return openfeature.FloatResolutionDetail{Value: defaultValue, ProviderResolutionDetail: notReady()}
+	}
+	if r.UseDefault {
+		return openfeature.FloatResolutionDetail{Value: defaultValue, ProviderResolutionDetail: detail(r)}
+	}
+	switch v := r.Value.(type) {
+	case float64:
+		return openfeature.FloatResolutionDetail{Value: v, ProviderResolutionDetail: detail(r)}
+	case int64:
+		return openfeature.FloatResolutionDetail{Value: float64(v), ProviderResolutionDetail: detail(r)}
+	default:
+		return openfeature.FloatResolutionDetail{Value: defaultValue, ProviderResolutionDetail: mismatch(flag, r, "a number")}
+	}
+}
+
+// IntEvaluation resolves a number flag as int64. Numbers with a fraction
+// are a TYPE_MISMATCH: coercion is only done when it loses nothing.
+func (p *Provider) IntEvaluation(_ context.Context, flag string, defaultValue int64, flatCtx openfeature.FlattenedContext) openfeature.IntResolutionDetail {
+	r, ok := p.resolve(flag, flatCtx)
+	if !ok {
+		return openfeature.IntResolutionDetail{Value: defaultValue, ProviderResolutionDetail: notReady()}
+	}
+	if r.UseDefault {
+		return openfeature.IntResolutionDetail{Value: defaultValue, ProviderResolutionDetail: detail(r)}
+	}
+	switch v := r.Value.(type) {
+	case int64:
+		return openfeature.IntResolutionDetail{Value: v, ProviderResolutionDetail: detail(r)}
+	case float64:
+		if v == math.Trunc(v) && v >= math.MinInt64 && v < math.MaxInt64 {
+			return openfeature.IntResolutionDetail{Value: int64(v), ProviderResolutionDetail: detail(r)}
+		}
+	}
+	return openfeature.IntResolutionDetail{Value: defaultValue, ProviderResolutionDetail: mismatch(flag, r, "an integer")}
+}
+
+// ObjectEvaluation resolves an object flag; the value is a
+// map[string]any owned by the caller.
+func (p *Provider) ObjectEvaluation(_ context.Context, flag string, defaultValue any, flatCtx openfeature.FlattenedContext) openfeature.InterfaceResolutionDetail {
+	r, ok := p.resolve(flag, flatCtx)
+	if !ok {
+		return openfeature.InterfaceResolutionDetail{Value: defaultValue, ProviderResolutionDetail: notReady()}
+	}
+	if r.UseDefault {
+		return openfeature.InterfaceResolutionDetail{Value: defaultValue, ProviderResolutionDetail: detail(r)}
+	}
+	v, ok := r.Value.(map[string]any)
+	if !ok {
+		return openfeature.InterfaceResolutionDetail{Value: defaultValue, ProviderResolutionDetail: mismatch(flag, r, "an object")}
+	}
+	return openfeature.InterfaceResolutionDetail{Value: v, ProviderResolutionDetail: detail(r)}
+}
