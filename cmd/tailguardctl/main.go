@@ -32,6 +32,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmds := commands{}
 	for _, register := range []func(*kingpin.Application, *globalFlags) commands{
 		registerFlags,
+		registerAnalyzeGroup,
 	} {
 		cmds.add(register(app, g))
 	}
