@@ -1,0 +1,272 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tailguard/tailguard/promembed"
+)
+
+// newTestDaemon runs a daemon on a copy of testdata against an embedded,
+// empty Prometheus.
+func newTestDaemon(t *testing.T) (*Daemon, *httptest.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"tailguard.yml", "policy.yml", "flags.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := promembed.Open(promembed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	reg := prometheus.NewRegistry()
+	d, err := New(Options{ConfigFile: filepath.Join(dir, "tailguard.yml"), Registerer: reg, Gatherer: reg, Querier: db,
+		Now: func() time.Time { return time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close)
+	return d, srv, dir
+}
+
+func do(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestProbesAndReload(t *testing.T) {
+	d, srv, dir := newTestDaemon(t)
+	if code, _ := do(t, "GET", srv.URL+"/-/healthy", ""); code != 200 {
+		t.Errorf("healthy: %d", code)
+	}
+	if code, _ := do(t, "GET", srv.URL+"/-/ready", ""); code != 503 {
+		t.Errorf("ready before Prometheus answered: %d, want 503", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := do(t, "GET", srv.URL+"/-/ready", ""); code != 200 {
+		t.Errorf("ready: %d", code)
+	}
+
+	// A broken configuration is refused and the old one keeps serving.
+	cfgPath := filepath.Join(dir, "tailguard.yml")
+	good, _ := os.ReadFile(cfgPath)
+	if err := os.WriteFile(cfgPath, []byte("evaluation_interval: soon\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, body := do(t, "POST", srv.URL+"/-/reload", "")
+	if code != 500 || !strings.Contains(body, "evaluation_interval") {
+		t.Errorf("reload of a bad config: %d %q", code, body)
+	}
+	if got := testutil.ToFloat64(d.metrics.reloadOK); got != 0 {
+		t.Errorf("reload gauge = %v after a failed reload", got)
+	}
+	if _, err := d.Evaluate(context.Background(), "shop", "manual"); err != nil {
+		t.Errorf("the previous runtime stopped serving: %v", err)
+	}
+	if err := os.WriteFile(cfgPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := do(t, "PUT", srv.URL+"/-/reload", ""); code != 200 {
+		t.Errorf("reload of the good config: %d", code)
+	}
+	if got := testutil.ToFloat64(d.metrics.reloadOK); got != 1 {
+		t.Errorf("reload gauge = %v after a good reload", got)
+	}
+}
+
+func TestEvaluateWithoutDataIsInconclusive(t *testing.T) {
+	_, srv, _ := newTestDaemon(t)
+	code, body := do(t, "POST", srv.URL+"/api/v1/evaluate?service=shop", "")
+	if code != 200 {
+		t.Fatalf("evaluate: %d %s", code, body)
+	}
+	var res struct {
+		Observation struct {
+			Assessments []struct {
+				SLO     string   `json:"slo"`
+				Value   *float64 `json:"value"`
+				Verdict string   `json:"verdict"`
+			} `json:"assessments"`
+		} `json:"observation"`
+		Decision struct {
+			Kind string `json:"kind"`
+		} `json:"decision"`
+	}
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	if len(res.Observation.Assessments) == 0 {
+		t.Fatal("no assessments")
+	}
+	for _, a := range res.Observation.Assessments {
+		if a.Verdict != "inconclusive" || a.Value != nil {
+			t.Errorf("%s: verdict %s value %v, want inconclusive with a null value", a.SLO, a.Verdict, a.Value)
+		}
+	}
+	if res.Decision.Kind != "none" {
+		t.Errorf("decision on no data: %s", res.Decision.Kind)
+	}
+	if code, _ := do(t, "POST", srv.URL+"/api/v1/evaluate?service=cart", ""); code != 404 {
+		t.Errorf("unknown service: %d", code)
+	}
+	if code, body := do(t, "GET", srv.URL+"/api/v1/findings", ""); code != 200 || !strings.Contains(body, `"service": "shop"`) {
+		t.Errorf("findings: %d %s", code, body)
+	}
+}
+
+func TestChangesAPI(t *testing.T) {
+	d, srv, _ := newTestDaemon(t)
+	code, body := do(t, "POST", srv.URL+"/api/v1/changes", `{"name":"vendor-2026.11","actor":"ci","components":[{"name":"dten-gateway","from":"2.3","to":"3.0"}]}`)
+	if code != 202 || !strings.Contains(body, "dten-gateway") {
+		t.Fatalf("declare: %d %s", code, body)
+	}
+	evs, err := d.declared.Changes(context.Background(), d.now().Add(-time.Minute), d.now().Add(time.Minute))
+	if err != nil || len(evs) != 1 || evs[0].To != "3.0" {
+		t.Fatalf("declared = %+v, %v", evs, err)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{`{"components":[]}`, "components"},
+		{`{"components":[{"name":"","to":"1"}]}`, "name"},
+		{`{"unknown":1}`, "unknown"},
+		{`not json`, "decode"},
+	} {
+		code, body := do(t, "POST", srv.URL+"/api/v1/changes", bad.body)
+		if code != 400 || !strings.Contains(body, bad.want) {
+			t.Errorf("POST %s: %d %s, want 400 naming %q", bad.body, code, body, bad.want)
+		}
+	}
+}
+
+func TestWebhookTriggersCycle(t *testing.T) {
+	d, srv, _ := newTestDaemon(t)
+	payload := `{"version":"4","status":"firing","receiver":"tailguard","alerts":[{"status":"firing","labels":{"alertname":"TailLatencyBudgetBurn","tailguard_service":"shop","tailguard_slo":"checkout-latency"},"startsAt":"2026-11-23T11:59:00Z"}]}`
+	if code, body := do(t, "POST", srv.URL+"/api/v1/alerts", payload); code != 200 {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	if code, _ := do(t, "POST", srv.URL+"/api/v1/alerts", `{"version":"4"`); code != 400 {
+		t.Errorf("malformed payload: %d, want 400", code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	deadline := time.After(30 * time.Second)
+	for len(d.Results()) == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the alert did not trigger a cycle")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Results()[0]; r.Trigger != "alert TailLatencyBudgetBurn" {
+		t.Errorf("trigger = %q", r.Trigger)
+	}
+	if got := testutil.ToFloat64(d.metrics.triggers.WithLabelValues("evaluated")); got != 1 {
+		t.Errorf("evaluated triggers = %v", got)
+	}
+}
+
+func TestStatusPageAndIncidents(t *testing.T) {
+	d, srv, _ := newTestDaemon(t)
+	if _, err := d.Evaluate(context.Background(), "shop", "manual"); err != nil {
+		t.Fatal(err)
+	}
+	code, body := do(t, "GET", srv.URL+"/", "")
+	if code != 200 {
+		t.Fatalf("status page: %d", code)
+	}
+	for _, want := range []string{"checkout-latency", "backoff-strategy", "decorrelated 100%", "no data"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	if code, body := do(t, "GET", srv.URL+"/api/v1/incidents", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("incidents: %d %s", code, body)
+	}
+	if code, _ := do(t, "GET", srv.URL+"/api/v1/incidents/nope", ""); code != 404 {
+		t.Errorf("unknown incident: %d", code)
+	}
+	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/nope/approve", `{"approver":"operator:alice"}`); code != 404 || !strings.Contains(body, "no pending plan") {
+		t.Errorf("approve without plan: %d %s", code, body)
+	}
+	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/nope/approve", `{"approver":"alice"}`); code != 400 || !strings.Contains(body, "approver") {
+		t.Errorf("approve with a bad approver: %d %s", code, body)
+	}
+	code, body = do(t, "GET", srv.URL+"/metrics", "")
+	for _, want := range []string{"tailguard_config_last_reload_successful 1", "tailguard_cycles_total", "tailguard_flag_variant_info{flag=\"backoff-strategy\",variant=\"decorrelated\"} 1"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestEncodeLenient(t *testing.T) {
+	type inner struct {
+		F float64 `json:"f"`
+	}
+	v := struct {
+		A float64           `json:"a"`
+		B []float64         `json:"b,omitempty"`
+		C map[string]inner  `json:"c"`
+		D time.Time         `json:"d"`
+		E string            `json:"-"`
+		G *inner            `json:"g,omitempty"`
+		H map[string]string `json:"h,omitempty"`
+	}{A: nan(), B: []float64{1, nan()}, C: map[string]inner{"x": {F: nan()}}, D: time.Unix(0, 0).UTC(), E: "hidden"}
+	var buf bytes.Buffer
+	if err := encodeLenient(&buf, v); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["a"] != nil || got["b"].([]any)[1] != nil || got["c"].(map[string]any)["x"].(map[string]any)["f"] != nil {
+		t.Errorf("NaN not encoded as null: %s", buf.String())
+	}
+	if got["d"] != "1970-01-01T00:00:00Z" || got["E"] != nil || got["hidden"] != nil {
+		t.Errorf("tags or marshalers not honoured: %s", buf.String())
+	}
+	if _, ok := got["g"]; ok {
+		t.Errorf("omitempty pointer encoded: %s", buf.String())
+	}
+}
+
+func nan() float64 { var z float64; return z / z }

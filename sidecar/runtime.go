@@ -1,0 +1,173 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tailguard/tailguard/controller"
+	"github.com/tailguard/tailguard/detector"
+	"github.com/tailguard/tailguard/detector/changes"
+	"github.com/tailguard/tailguard/detector/promapi"
+	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/grafana"
+	"github.com/tailguard/tailguard/loop"
+)
+
+// runtime is everything built from one configuration. It is replaced as a
+// whole on reload.
+type runtime struct {
+	cfg        *Config
+	reg        *prometheus.Registry // metrics of this runtime's parts
+	store      *flags.Store
+	controller *controller.Controller
+	loops      []*loop.Loop
+	byName     map[string]*loop.Loop
+	annotator  *grafana.Annotator
+	querier    detector.Querier
+}
+
+// buildOptions are the long-lived parts a runtime is built with.
+type buildOptions struct {
+	logger   *slog.Logger
+	querier  detector.Querier // overrides the Prometheus client (tests, embedded engine)
+	declared *changes.Declared
+	tracer   trace.Tracer
+	actor    string
+	previous *runtime // state to carry over
+}
+
+// writers dispatches a controller's flag changes to the service's writer.
+type writers map[string]*controller.FlagsWriter
+
+func (w writers) Apply(ctx context.Context, ch controller.FlagChange) (bool, error) {
+	fw, ok := w[ch.Service]
+	if !ok {
+		return false, fmt.Errorf("apply: no flag writer for service %q", ch.Service)
+	}
+	return fw.Apply(ctx, ch)
+}
+
+func build(cfg *Config, o buildOptions) (*runtime, error) {
+	rt := &runtime{cfg: cfg, reg: prometheus.NewRegistry(), byName: map[string]*loop.Loop{}}
+	st, err := flags.NewStore(flags.StoreConfig{Path: cfg.FlagFile})
+	if err != nil {
+		return nil, fmt.Errorf("flag store: %w", err)
+	}
+	if _, err := st.Load(context.Background()); err != nil {
+		return nil, fmt.Errorf("flag_file: %w", err)
+	}
+	rt.store = st
+
+	q := o.querier
+	if q == nil {
+		pc, err := promapi.New(promapi.Config{
+			URL: cfg.Prometheus.URL, HTTPClientConfig: cfg.Prometheus.HTTPClientConfig,
+			Timeout: time.Duration(cfg.Prometheus.Timeout), Registerer: rt.reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("prometheus: %w", err)
+		}
+		q = pc
+	}
+	rt.querier = q
+
+	ws := writers{}
+	for i := range cfg.Policy.Services {
+		svc := &cfg.Policy.Services[i]
+		fw, err := controller.NewFlagsWriter(st, svc)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
+		}
+		ws[svc.Name] = fw
+	}
+	if g := cfg.Grafana; g != nil {
+		token := ""
+		if g.TokenFile != "" {
+			b, err := os.ReadFile(g.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("grafana.token_file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		a, err := grafana.New(grafana.Config{URL: g.URL, Token: token, DashboardUID: g.DashboardUID, Tags: g.Tags})
+		if err != nil {
+			return nil, err
+		}
+		rt.annotator = a
+	}
+	ctrl, err := controller.New(controller.Config{
+		Policy: cfg.Policy, Writer: ws, Actor: o.actor, Logger: o.logger.With("component", "controller"),
+		Registerer: rt.reg, Notifier: escalationNotifier{annotator: rt.annotator, log: o.logger},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if o.previous != nil {
+		// Carry the incidents, actions and verification state over a reload.
+		for _, svc := range cfg.Policy.Services {
+			if _, ok := o.previous.cfg.Policy.Service(svc.Name); ok {
+				if err := ctrl.SetState(o.previous.controller.State(svc.Name)); err != nil {
+					o.logger.Warn("controller state not carried over", "service", svc.Name, "err", err)
+				}
+			}
+		}
+	}
+	rt.controller = ctrl
+
+	lm, err := loop.NewMetrics(rt.reg)
+	if err != nil {
+		return nil, err
+	}
+	for _, sc := range cfg.Services {
+		svc, _ := cfg.Policy.Service(sc.Name)
+		src, err := detector.NewChangeSource(sc.DetectorConfig, q)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
+		}
+		all := loop.OwnChangesFiltered(changes.NewMulti(time.Duration(sc.DetectorConfig.Changes.MergeWindow),
+			map[string]changes.Source{"configured": src, "api": o.declared}))
+		det, err := detector.New(sc.DetectorConfig, q, all)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
+		}
+		l, err := loop.New(loop.Config{
+			Service: svc, DetectorConfig: det.Config(), Detector: det, Changes: all, Querier: q,
+			Flags: ws[sc.Name], Controller: ctrl, SLI: sc.SLI, Lookback: time.Duration(sc.Lookback),
+			Tracer: o.tracer, Metrics: lm, Logger: o.logger.With("component", "loop"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
+		}
+		rt.loops = append(rt.loops, l)
+		rt.byName[sc.Name] = l
+	}
+	return rt, nil
+}
+
+// escalationNotifier hands escalations to people: a log line at error
+// level (which log-based alerting picks up), the escalate series of
+// tailguard_actions_total (which TailguardEscalated alerts on), and a
+// Grafana annotation when configured.
+type escalationNotifier struct {
+	annotator *grafana.Annotator
+	log       *slog.Logger
+}
+
+func (n escalationNotifier) Escalate(ctx context.Context, e controller.Escalation) error {
+	n.log.Error("escalating to people", "service", e.Service, "incident", e.IncidentID, "cause", e.Cause.String(), "summary", e.Summary)
+	if n.annotator == nil {
+		return nil
+	}
+	_, err := n.annotator.Annotate(ctx, grafana.Annotation{
+		Time: time.Now(), Text: fmt.Sprintf("tailguard escalation %s: %s", e.IncidentID, e.Summary),
+		Tags: []string{"escalate", e.Service},
+	})
+	return err
+}
