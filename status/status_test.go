@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 func exampleView() View {
-	var p99, retries []Point
+	var p99 []Point
 	for i := range 60 {
 		v := 0.25
 		if i >= 30 {
@@ -29,7 +29,6 @@ func exampleView() View {
 			v = math.NaN() // a gap
 		}
 		p99 = append(p99, Point{T: t0.Add(time.Duration(i) * time.Minute), V: v})
-		retries = append(retries, Point{T: t0.Add(time.Duration(i) * time.Minute), V: v / 20})
 	}
 	return View{
 		Version:        "0.1.0",
