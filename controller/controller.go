@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tailguard/tailguard/controller/policy"
 )
@@ -172,7 +175,18 @@ func (c *Controller) Step(ctx context.Context, obs Observation, now time.Time) (
 }
 
 // apply writes (or notifies) d and commits it. The caller holds c.mu.
-func (c *Controller) apply(ctx context.Context, svc *policy.Service, d Decision, approver string, now time.Time, log *slog.Logger) error {
+func (c *Controller) apply(ctx context.Context, svc *policy.Service, d Decision, approver string, now time.Time, log *slog.Logger) (err error) {
+	// The write is the "act" span of the caller's cycle trace, from the
+	// caller's tracer provider (a no-op one when the cycle is not traced).
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/tailguard/tailguard/controller").Start(ctx, "act",
+		trace.WithAttributes(attribute.String("rung", string(d.Rung)), attribute.String("incident", d.IncidentID)))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	status := StatusNotified
 	switch d.Kind {
 	case DecisionAct:
