@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,51 @@ func BenchmarkRetrierParallelSuccess(b *testing.B) {
 			_ = r.Do(ctx, op)
 		}
 	})
+}
+
+// BenchmarkRatioBudgetSuccess is BenchmarkRetrierSuccess with a ratio budget
+// whose ratio another goroutine keeps changing in the "set-ratio" case.
+func BenchmarkRatioBudgetSuccess(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		setRatio bool
+	}{{"static", false}, {"set-ratio", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			budget, err := backoff.NewRatioBudget(backoff.RatioBudgetConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, err := backoff.NewRetrier(backoff.RetrierConfig{
+				Policy: backoff.MustNew(backoff.Config{Strategy: backoff.FullJitter, Base: time.Millisecond, Cap: time.Second, MaxAttempts: 10}),
+				Clock:  noSleep{}, Budget: budget,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			if tc.setRatio {
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						select {
+						case <-done:
+							return
+						case <-time.After(time.Millisecond):
+							_ = budget.SetRatio(0.05 + float64(i%2)*0.05)
+						}
+					}
+				})
+			}
+			ctx := context.Background()
+			op := func(context.Context) error { return nil }
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := r.Do(ctx, op); err != nil {
+					b.Fatal(err)
+				}
+			}
+			close(done)
+			wg.Wait()
+		})
+	}
 }

@@ -2,7 +2,6 @@ package backoff
 
 import (
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,13 +169,17 @@ type RatioBudgetConfig struct {
 // Window stay below Ratio (10%) of the calls of that window, plus
 // MinRetries. Calls are counted once, however many attempts they make, so
 // Ratio bounds rate(backoff_retries_total)/rate(backoff_calls_total).
+//
+// The ratio can be changed at runtime with [RatioBudget.SetRatio], for
+// example from the retryBudget constant of the backoff-constants flag; the
+// calls and retries already counted stay in the window.
 type RatioBudget struct {
-	ratio float64
 	min   float64
 	width int64 // slot width in nanoseconds
 	now   func() time.Time
 
 	mu    sync.Mutex
+	ratio float64
 	slots [ratioSlots]ratioSlot
 }
 
@@ -188,10 +191,10 @@ type ratioSlot struct {
 // NewRatioBudget returns an empty budget configured by cfg.
 func NewRatioBudget(cfg RatioBudgetConfig) (*RatioBudget, error) {
 	switch {
-	case math.IsNaN(cfg.Ratio) || cfg.Ratio < 0 || cfg.Ratio > 100:
-		return nil, fmt.Errorf("ratio budget: ratio: %v is outside (0, 100]", cfg.Ratio)
 	case cfg.Ratio == 0:
 		cfg.Ratio = DefaultRetryRatio
+	case !validRatio(cfg.Ratio):
+		return nil, fmt.Errorf("ratio budget: ratio: %v is outside (0, 100]", cfg.Ratio)
 	}
 	switch {
 	case cfg.Window == 0:
@@ -211,6 +214,31 @@ func NewRatioBudget(cfg RatioBudgetConfig) (*RatioBudget, error) {
 		width: int64(cfg.Window) / ratioSlots,
 		now:   cfg.Now,
 	}, nil
+}
+
+// validRatio reports whether r lies in (0, 100].
+func validRatio(r float64) bool { return r > 0 && r <= 100 } // false for NaN
+
+// Ratio returns the ratio in force.
+func (b *RatioBudget) Ratio() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ratio
+}
+
+// SetRatio replaces the ratio, which must lie in (0, 100]. It takes effect
+// at the next [RatioBudget.Retry]: the calls and retries of the current
+// window are kept, so lowering the ratio can deny retries at once and
+// raising it allows more at once. It is safe to call while retries are
+// being decided.
+func (b *RatioBudget) SetRatio(r float64) error {
+	if !validRatio(r) {
+		return fmt.Errorf("ratio budget: ratio: %v is outside (0, 100]", r)
+	}
+	b.mu.Lock()
+	b.ratio = r
+	b.mu.Unlock()
+	return nil
 }
 
 // slot returns the current slot, clearing it if it belongs to an older

@@ -3,6 +3,7 @@ package backoff_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -251,4 +252,134 @@ func TestRetrierWithTokenBucket(t *testing.T) {
 	if b.Tokens() != 3 {
 		t.Errorf("tokens = %d after a first-attempt success, want 3", b.Tokens())
 	}
+}
+
+func TestRatioBudgetSetRatio(t *testing.T) {
+	clock := &manualTime{now: time.Unix(1_700_000_000, 0)}
+	b, err := backoff.NewRatioBudget(backoff.RatioBudgetConfig{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Ratio(); got != backoff.DefaultRetryRatio {
+		t.Fatalf("Ratio() = %v, want the default %v", got, backoff.DefaultRetryRatio)
+	}
+	retries := func(n int) (allowed int) {
+		for range n {
+			if b.Retry(errTransient) {
+				allowed++
+			}
+		}
+		return allowed
+	}
+	for range 100 {
+		b.Begin()
+	}
+	if got := retries(20); got != 10 {
+		t.Fatalf("%d retries allowed after 100 calls at 10%%, want 10", got)
+	}
+	// Lowering the ratio denies at once: the window's counts are kept.
+	if err := b.SetRatio(0.05); err != nil {
+		t.Fatal(err)
+	}
+	if got := retries(5); got != 0 || b.Ratio() != 0.05 {
+		t.Fatalf("%d retries allowed at 5%% with 10 of 100 used (ratio %v), want 0", got, b.Ratio())
+	}
+	// Raising it allows more at once.
+	if err := b.SetRatio(0.2); err != nil {
+		t.Fatal(err)
+	}
+	if got := retries(20); got != 10 {
+		t.Fatalf("%d retries allowed at 20%% with 10 of 100 used, want 10", got)
+	}
+	if calls, r := b.Counts(); calls != 100 || r != 20 {
+		t.Fatalf("counts = %d calls, %d retries; want 100, 20", calls, r)
+	}
+	for _, bad := range []float64{0, -0.1, 100.5, math.NaN(), math.Inf(1)} {
+		if err := b.SetRatio(bad); err == nil || !strings.Contains(err.Error(), "ratio:") {
+			t.Errorf("SetRatio(%v) = %v, want an error naming ratio", bad, err)
+		}
+	}
+	if got := b.Ratio(); got != 0.2 {
+		t.Errorf("Ratio() = %v after rejected changes, want 0.2", got)
+	}
+	if err := b.SetRatio(100); err != nil {
+		t.Errorf("SetRatio(100) = %v", err)
+	}
+}
+
+// TestRatioBudgetSetRatioConcurrent changes the ratio while retriers share
+// the budget; run it with -race.
+func TestRatioBudgetSetRatioConcurrent(t *testing.T) {
+	clock := &manualTime{now: time.Unix(1_700_000_000, 0)} // one window throughout
+	b, err := backoff.NewRatioBudget(backoff.RatioBudgetConfig{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRetrier(t, backoff.RetrierConfig{
+		Policy: backoff.MustNew(backoff.Config{Strategy: backoff.Exponential, Base: ms, Cap: ms, MaxAttempts: 3}),
+		Clock:  noSleepClock{}, Budget: b,
+	})
+	const (
+		callers = 4
+		each    = 500
+		lo, hi  = 0.05, 0.5
+	)
+	done := make(chan struct{})
+	var setter, wg sync.WaitGroup
+	setter.Go(func() {
+		ratios := [2]float64{lo, hi}
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := b.SetRatio(ratios[i%2]); err != nil {
+				t.Error(err)
+				return
+			}
+			_ = b.Ratio()
+		}
+	})
+	ctx := context.Background()
+	op := func(context.Context) error { return errTransient }
+	for range callers {
+		wg.Go(func() {
+			for range each {
+				_ = r.Do(ctx, op)
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	setter.Wait()
+
+	calls, retries := b.Counts()
+	if calls != callers*each {
+		t.Fatalf("counted %d calls, want %d", calls, callers*each)
+	}
+	// Every retry was granted below the ratio in force, never above hi.
+	if float64(retries) >= hi*float64(calls)+1 {
+		t.Errorf("%d retries for %d calls exceed the largest ratio %v", retries, calls, hi)
+	}
+	// Afterwards the last ratio set is the one in force.
+	if err := b.SetRatio(1); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Ratio(); got != 1 {
+		t.Fatalf("Ratio() = %v, want 1", got)
+	}
+	var n int
+	err = r.Do(ctx, failing(&n, errTransient, errTransient))
+	if err != nil || n != 3 {
+		t.Errorf("Do at ratio 1 = %v after %d attempts, want success after 3", err, n)
+	}
+}
+
+// noSleepClock returns from Sleep at once and does not advance.
+type noSleepClock struct{}
+
+func (noSleepClock) Now() time.Time { return time.Unix(1_700_000_000, 0) }
+func (noSleepClock) Sleep(ctx context.Context, _ time.Duration) error {
+	return ctx.Err()
 }

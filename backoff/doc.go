@@ -35,7 +35,8 @@
 // a timeout, 1 token back for every call whose first attempt succeeds and the
 // retry's cost back when a retried attempt succeeds. [RatioBudget] follows the
 // per-client retry budget of Google's SRE book: retries are allowed while
-// they stay below 10% of the calls seen in a sliding 10 s window.
+// they stay below 10% of the calls seen in a sliding 10 s window. Its ratio
+// can be changed at runtime with [RatioBudget.SetRatio].
 //
 // # Instrumentation
 //
@@ -44,5 +45,11 @@
 // child metrics are resolved once per strategy, so a call whose first attempt
 // succeeds allocates nothing, with or without metrics.
 //
-// The policy can be bound to OpenFeature flags with package flagbind.
+// # Flags
+//
+// Package flagbind binds the policy, and the ratio of a [RatioBudget], to
+// OpenFeature flags: the string flag backoff-strategy names the strategy,
+// the object flag backoff-constants sets its constants base, cap,
+// multiplier, jitter, maxAttempts, maxElapsed (the [Config] fields) and
+// retryBudget (the [RatioBudget] ratio, in (0, 1]).
 package backoff

@@ -26,7 +26,8 @@ const (
 
 // Config describes a [Policy]. Field names in errors follow the keys of the
 // backoff-constants flag: strategy, base, cap, multiplier, jitter,
-// maxAttempts and maxElapsed.
+// maxAttempts and maxElapsed. The flag's remaining key, retryBudget, is the
+// ratio of a [RatioBudget], not part of the policy.
 type Config struct {
 	// Strategy is required.
 	Strategy Strategy

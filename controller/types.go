@@ -203,9 +203,12 @@ func (f FlagState) Clone() FlagState {
 }
 
 // Constants are the backoff constants of one strategy, as carried by the
-// backoff-constants flag. Zero fields take the backoff package's defaults:
-// multiplier 2 (3 for decorrelated, 1.6 for grpc), jitter 0.2 for grpc,
-// maxAttempts unbounded, no retry budget.
+// backoff-constants flag and decoded by the services' backoff/flagbind
+// binding (keys base, cap, multiplier, jitter, maxAttempts, maxElapsed,
+// retryBudget). Zero fields are omitted from the flag. The controller's
+// model reads them as the backoff package's defaults: multiplier 2 (3 for
+// decorrelated, 1.6 for grpc), jitter 0.2 for grpc, maxAttempts unbounded;
+// a service fills them in from its compiled-in configuration instead.
 type Constants struct {
 	Base        time.Duration
 	Cap         time.Duration
@@ -213,7 +216,8 @@ type Constants struct {
 	Jitter      float64
 	MaxAttempts int
 	MaxElapsed  time.Duration
-	// RetryBudget is the ratio of retries to calls allowed, 0 for none.
+	// RetryBudget is the ratio of retries to calls a service's retry
+	// budget allows, in (0, 1]; 0 leaves the service's configured budget.
 	RetryBudget float64
 }
 

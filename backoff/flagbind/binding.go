@@ -8,15 +8,20 @@
 //   - backoff-strategy, a string flag: exponential, full-jitter,
 //     equal-jitter, decorrelated or grpc;
 //   - backoff-constants, an object flag keyed by strategy name, each entry
-//     {"base":"100ms","cap":"2s","multiplier":2,"jitter":0.2,"maxAttempts":6,"maxElapsed":"10s"}
+//     {"base":"100ms","cap":"2s","multiplier":2,"jitter":0.2,"maxAttempts":6,"maxElapsed":"10s","retryBudget":0.1}
 //     (durations are Prometheus duration strings, every field optional), or
 //     a flat object of the same fields that applies to any strategy.
 //
-// Constants the flag omits come from the binding's default configuration.
+// The constants are base, cap, multiplier, jitter, maxAttempts and
+// maxElapsed, the fields of [backoff.Config], and retryBudget, the ratio of
+// retries to calls a [backoff.RatioBudget] allows, in (0, 1]. Constants the
+// flag omits come from the binding's default configuration; an omitted
+// retryBudget leaves each bound budget at the ratio it was configured with.
 // The result is clamped to the declared [Bounds] and validated; if a flag is
-// missing or invalid, the last good policy stays in force, the problem is
-// logged and counted in backoff_policy_errors_total{reason}. Flags are read
-// again on PROVIDER_READY and PROVIDER_CONFIGURATION_CHANGED events.
+// missing or invalid, the last good policy and budget stay in force, the
+// problem is logged and counted in backoff_policy_errors_total{reason}.
+// Flags are read again on PROVIDER_READY and PROVIDER_CONFIGURATION_CHANGED
+// events.
 package flagbind
 
 import (
@@ -25,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,12 +51,27 @@ type Target interface {
 	SetPolicy(*backoff.Policy)
 }
 
+// BudgetTarget receives the retryBudget ratio; *backoff.RatioBudget
+// implements it.
+type BudgetTarget interface {
+	// Ratio returns the ratio in force.
+	Ratio() float64
+	// SetRatio replaces the ratio.
+	SetRatio(float64) error
+}
+
 // Config configures a [Binding].
 type Config struct {
 	// Client evaluates the flags. Required.
 	Client *openfeature.Client
 	// Targets receive every new policy. At least one is required.
 	Targets []Target
+	// Budgets receive the retryBudget constant, typically the
+	// *backoff.RatioBudget of the targets' retriers. The ratio a budget has
+	// when New is called is its configured ratio: it is restored whenever
+	// the flag omits retryBudget. Optional; without budgets a retryBudget
+	// in the flag is decoded and bounded but has no effect (and is logged).
+	Budgets []BudgetTarget
 	// Default is the policy in force until the flags are read, and the
 	// source of every constant the flags omit. Required; it must lie
 	// within Bounds.
@@ -88,12 +109,12 @@ const (
 	// general error).
 	ReasonEvaluation = "evaluation"
 	// ReasonClamped: a constant lay outside its bounds and was clamped;
-	// the clamped policy was applied.
+	// the clamped policy and budget were applied.
 	ReasonClamped = "clamped"
 )
 
 // Error is returned by [Binding.Reload] when the flags are not usable; the
-// last good policy stays in force.
+// last good policy and budget stay in force.
 type Error struct {
 	// Flag is the key of the offending flag.
 	Flag string
@@ -113,6 +134,8 @@ func (e *Error) Unwrap() error { return e.Err }
 type Binding struct {
 	client        *openfeature.Client
 	targets       []Target
+	budgets       []BudgetTarget
+	configured    []float64 // ratio of each budget when the flag omits retryBudget
 	defaults      backoff.Config
 	bounds        Bounds
 	strategyFlag  string
@@ -123,6 +146,7 @@ type Binding struct {
 
 	mu      sync.Mutex
 	current *backoff.Policy
+	ratio   float64 // retryBudget in force, 0 if the flag omits it
 }
 
 // New validates cfg and returns a binding. The targets keep their policy
@@ -141,6 +165,16 @@ func New(cfg Config) (*Binding, error) {
 	}
 	if err := cfg.Bounds.validate(); err != nil {
 		return nil, fmt.Errorf("flagbind: %w", err)
+	}
+	configured := make([]float64, len(cfg.Budgets))
+	for i, bt := range cfg.Budgets {
+		if bt == nil {
+			return nil, fmt.Errorf("flagbind: budgets[%d] is nil", i)
+		}
+		configured[i] = bt.Ratio()
+		if !cfg.Bounds.RetryBudget.contains(configured[i]) {
+			return nil, fmt.Errorf("flagbind: budgets[%d]: ratio %v is outside the retryBudget bounds", i, configured[i])
+		}
 	}
 	def, err := backoff.New(cfg.Default)
 	if err != nil {
@@ -168,6 +202,8 @@ func New(cfg Config) (*Binding, error) {
 	b := &Binding{
 		client:        cfg.Client,
 		targets:       cfg.Targets,
+		budgets:       slices.Clone(cfg.Budgets),
+		configured:    configured,
 		defaults:      cfg.Default,
 		bounds:        cfg.Bounds,
 		strategyFlag:  cfg.StrategyFlag,
@@ -178,7 +214,15 @@ func New(cfg Config) (*Binding, error) {
 		current:       def,
 	}
 	m.setPolicy(def)
+	b.setBudgetMetric()
 	return b, nil
+}
+
+// setBudgetMetric exports the ratio in force of the first budget, if any.
+func (b *Binding) setBudgetMetric() {
+	if len(b.budgets) > 0 {
+		b.metrics.constant.WithLabelValues("retry_budget").Set(b.budgets[0].Ratio())
+	}
 }
 
 // Policy returns the policy in force: the last good one read from the
@@ -189,13 +233,25 @@ func (b *Binding) Policy() *backoff.Policy {
 	return b.current
 }
 
+// RetryBudget returns the retryBudget ratio the flag sets, or 0 when it
+// omits it and the budgets keep their configured ratios.
+func (b *Binding) RetryBudget() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ratio
+}
+
 // Reload reads the flags now and, if they yield a valid policy different
-// from the current one, hands it to the targets. On error the current policy
-// stays in force; the error is logged, counted and returned as an *[Error].
+// from the current one, hands it to the targets; a changed retryBudget goes
+// to the budgets. On error the current policy and budget stay in force; the
+// error is logged, counted and returned as an *[Error].
 func (b *Binding) Reload(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p, clamped, err := b.evaluate(ctx)
+	p, ratio, clamped, err := b.evaluate(ctx)
+	if err == nil && ratio != b.ratio {
+		err = b.setRatio(ratio)
+	}
 	if err != nil {
 		var fe *Error
 		if !errors.As(err, &fe) {
@@ -224,48 +280,84 @@ func (b *Binding) Reload(ctx context.Context) error {
 	return nil
 }
 
-// evaluate reads both flags and builds the policy they describe, returning
-// the names of the constants it clamped.
-func (b *Binding) evaluate(ctx context.Context) (*backoff.Policy, []string, error) {
+// setRatio hands the retryBudget ratio to the budgets (0: their configured
+// ratios). If a budget refuses it, those already changed are set back and
+// the error is returned.
+func (b *Binding) setRatio(ratio float64) error {
+	want := func(r float64, i int) float64 {
+		if r == 0 {
+			return b.configured[i]
+		}
+		return r
+	}
+	for i, bt := range b.budgets {
+		if err := bt.SetRatio(want(ratio, i)); err != nil {
+			for j := range i {
+				_ = b.budgets[j].SetRatio(want(b.ratio, j))
+			}
+			return &Error{Flag: b.constantsFlag, Reason: ReasonInvalid, Err: fmt.Errorf("%s: budgets[%d]: %w", keyRetryBudget, i, err)}
+		}
+	}
+	switch {
+	case len(b.budgets) == 0 && ratio != 0:
+		b.logger.Warn("retryBudget set by the constants flag, but no retry budget is bound: ignored",
+			"flag", b.constantsFlag, "retryBudget", ratio)
+	case len(b.budgets) > 0:
+		b.logger.Info("backoff retry budget changed", "from", b.ratio, "to", ratio, "configured", ratio == 0)
+	}
+	b.ratio = ratio
+	b.setBudgetMetric()
+	return nil
+}
+
+// evaluate reads both flags and builds the policy they describe and the
+// retryBudget they set (0 if none), returning the names of the constants it
+// clamped.
+func (b *Binding) evaluate(ctx context.Context) (*backoff.Policy, float64, []string, error) {
 	sd, err := b.client.StringValueDetails(ctx, b.strategyFlag, b.defaults.Strategy.String(), b.evalCtx)
 	if err != nil {
-		return nil, nil, b.evalError(b.strategyFlag, sd.ErrorCode, err)
+		return nil, 0, nil, b.evalError(b.strategyFlag, sd.ErrorCode, err)
 	}
 	strategy, err := backoff.ParseStrategy(sd.Value)
 	if err != nil {
-		return nil, nil, &Error{Flag: b.strategyFlag, Reason: ReasonInvalid, Err: err}
+		return nil, 0, nil, &Error{Flag: b.strategyFlag, Reason: ReasonInvalid, Err: err}
 	}
 	if !b.bounds.allows(strategy) {
-		return nil, nil, &Error{Flag: b.strategyFlag, Reason: ReasonInvalid,
+		return nil, 0, nil, &Error{Flag: b.strategyFlag, Reason: ReasonInvalid,
 			Err: fmt.Errorf("strategy %s is not allowed by the bounds", strategy)}
 	}
 	cd, err := b.client.ObjectValueDetails(ctx, b.constantsFlag, nil, b.evalCtx)
 	if err != nil {
-		return nil, nil, b.evalError(b.constantsFlag, cd.ErrorCode, err)
+		return nil, 0, nil, b.evalError(b.constantsFlag, cd.ErrorCode, err)
 	}
 	invalid := func(err error) error {
 		return &Error{Flag: b.constantsFlag, Reason: ReasonInvalid, Err: err}
 	}
 	cfg := b.defaults
 	cfg.Strategy = strategy
-	if cfg, err = applyConstants(cfg, cd.Value); err != nil {
-		return nil, nil, invalid(err)
+	k, err := applyConstants(cfg, cd.Value)
+	if err != nil {
+		return nil, 0, nil, invalid(err)
 	}
 	// Clamp what was set, normalize (filling in strategy defaults), then
 	// clamp the defaults too.
-	cfg, clamped := b.bounds.clamp(cfg)
+	cfg, clamped := b.bounds.clamp(k.Config)
 	p, err := backoff.New(cfg)
 	if err != nil {
-		return nil, nil, invalid(err)
+		return nil, 0, nil, invalid(err)
 	}
 	if b.bounds.check(p.Config()) != "" {
 		cfg, more := b.bounds.clamp(p.Config())
 		clamped = append(clamped, more...)
 		if p, err = backoff.New(cfg); err != nil {
-			return nil, nil, invalid(err)
+			return nil, 0, nil, invalid(err)
 		}
 	}
-	return p, clamped, nil
+	ratio, moved := b.bounds.clampRetryBudget(k.RetryBudget)
+	if moved {
+		clamped = append(clamped, keyRetryBudget)
+	}
+	return p, ratio, clamped, nil
 }
 
 func (b *Binding) evalError(flag string, code openfeature.ErrorCode, err error) error {

@@ -288,7 +288,7 @@ func TestRunFollowsEvents(t *testing.T) {
 		t.Fatalf("policy after change = %v", p)
 	}
 	want := `
-# HELP backoff_policy_constant Constants of the backoff policy in force (base_seconds, cap_seconds, multiplier, jitter, max_attempts, max_elapsed_seconds; 0 means unbounded for the max_ constants).
+# HELP backoff_policy_constant Constants of the backoff policy in force (base_seconds, cap_seconds, multiplier, jitter, max_attempts, max_elapsed_seconds; 0 means unbounded for the max_ constants) and retry_budget, the ratio of the first bound retry budget.
 # TYPE backoff_policy_constant gauge
 backoff_policy_constant{constant="base_seconds"} 0.1
 backoff_policy_constant{constant="cap_seconds"} 1

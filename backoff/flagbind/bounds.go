@@ -66,6 +66,8 @@ type Bounds struct {
 	Jitter      Range[float64]
 	MaxAttempts Range[int]
 	MaxElapsed  Range[time.Duration]
+	// RetryBudget bounds the retryBudget ratio; Max may not exceed 1.
+	RetryBudget Range[float64]
 }
 
 func (b Bounds) validate() error {
@@ -81,6 +83,10 @@ func (b Bounds) validate() error {
 		b.Jitter.validate("jitter"),
 		b.MaxAttempts.validate("maxAttempts"),
 		b.MaxElapsed.validate("maxElapsed"),
+		b.RetryBudget.validate("retryBudget"),
+	}
+	if b.RetryBudget.Max > 1 {
+		errs = append(errs, fmt.Errorf("bounds: retryBudget: max %v exceeds 1", b.RetryBudget.Max))
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -145,4 +151,14 @@ func (b Bounds) clamp(c backoff.Config) (backoff.Config, []string) {
 	v, c.MaxElapsed = c.MaxElapsed, b.MaxElapsed.clampUnbounded(c.MaxElapsed)
 	set("maxElapsed", v != c.MaxElapsed)
 	return c, changed
+}
+
+// clampRetryBudget moves a ratio the flag set into the bounds and reports
+// whether it moved. 0 (not set) is left alone.
+func (b Bounds) clampRetryBudget(r float64) (float64, bool) {
+	if r == 0 {
+		return 0, false
+	}
+	c := b.RetryBudget.clamp(r)
+	return c, c != r
 }

@@ -21,17 +21,43 @@ const (
 	keyJitter      = "jitter"
 	keyMaxAttempts = "maxAttempts"
 	keyMaxElapsed  = "maxElapsed"
+	keyRetryBudget = "retryBudget"
 )
+
+// Constants are the result of decoding a backoff-constants flag value for
+// one strategy.
+type Constants struct {
+	// Config is the default configuration with the constants the flag sets
+	// overlaid: base, cap, multiplier, jitter, maxAttempts, maxElapsed.
+	Config backoff.Config
+	// RetryBudget is the flag's retryBudget, the ratio of retries to calls
+	// a [backoff.RatioBudget] allows, in (0, 1]; 0 when the flag omits it.
+	RetryBudget float64
+}
+
+// ParseConstants decodes a backoff-constants flag value given as JSON the
+// way a [Binding] does: it takes the entry for defaults.Strategy (or the flat
+// object), overlays the constants it sets onto defaults and checks that
+// retryBudget lies in (0, 1]. JSON null yields defaults unchanged. The
+// result is neither clamped to bounds nor validated by [backoff.New]. Errors
+// name the offending key, for example "decorrelated.cap: ...".
+func ParseConstants(data []byte, defaults backoff.Config) (Constants, error) {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return Constants{Config: defaults}, fmt.Errorf("want a JSON object: %w", err)
+	}
+	return applyConstants(defaults, v)
+}
 
 // applyConstants overlays the constants flag value v onto c for strategy
 // c.Strategy. v is either keyed by strategy name, each entry an object of
 // constants, or a flat object of constants that applies to any strategy. A
 // keyed object without an entry for the strategy leaves c unchanged, as does
 // a nil v (a disabled flag). Errors name the offending key.
-func applyConstants(c backoff.Config, v any) (backoff.Config, error) {
+func applyConstants(c backoff.Config, v any) (Constants, error) {
 	obj, err := asObject(v)
 	if err != nil || obj == nil {
-		return c, err
+		return Constants{Config: c}, err
 	}
 	keyed, flat := false, false
 	for k := range obj {
@@ -42,51 +68,54 @@ func applyConstants(c backoff.Config, v any) (backoff.Config, error) {
 		}
 	}
 	if keyed && flat {
-		return c, fmt.Errorf("mixes strategy keys with constant keys (%s)", strings.Join(sortedKeys(obj), ", "))
+		return Constants{Config: c}, fmt.Errorf("mixes strategy keys with constant keys (%s)", strings.Join(sortedKeys(obj), ", "))
 	}
 	if keyed {
 		entry, ok := obj[c.Strategy.String()]
 		if !ok {
-			return c, nil
+			return Constants{Config: c}, nil
 		}
 		if obj, err = asObject(entry); err != nil {
-			return c, fmt.Errorf("%s: %w", c.Strategy, err)
+			return Constants{Config: c}, fmt.Errorf("%s: %w", c.Strategy, err)
 		}
-		c, err = applyFlat(c, obj)
+		k, err := applyFlat(c, obj)
 		if err != nil {
-			return c, fmt.Errorf("%s.%w", c.Strategy, err)
+			return k, fmt.Errorf("%s.%w", c.Strategy, err)
 		}
-		return c, nil
+		return k, nil
 	}
 	return applyFlat(c, obj)
 }
 
 // applyFlat overlays an object of constants onto c.
-func applyFlat(c backoff.Config, obj map[string]any) (backoff.Config, error) {
-	for _, k := range sortedKeys(obj) {
-		v := obj[k]
+func applyFlat(c backoff.Config, obj map[string]any) (Constants, error) {
+	k := Constants{Config: c}
+	for _, key := range sortedKeys(obj) {
+		v := obj[key]
 		var err error
-		switch k {
+		switch key {
 		case keyBase:
-			c.Base, err = asDuration(v)
+			k.Config.Base, err = asDuration(v)
 		case keyCap:
-			c.Cap, err = asDuration(v)
+			k.Config.Cap, err = asDuration(v)
 		case keyMaxElapsed:
-			c.MaxElapsed, err = asDuration(v)
+			k.Config.MaxElapsed, err = asDuration(v)
 		case keyMultiplier:
-			c.Multiplier, err = asFloat(v)
+			k.Config.Multiplier, err = asFloat(v)
 		case keyJitter:
-			c.Jitter, err = asFloat(v)
+			k.Config.Jitter, err = asFloat(v)
 		case keyMaxAttempts:
-			c.MaxAttempts, err = asInt(v)
+			k.Config.MaxAttempts, err = asInt(v)
+		case keyRetryBudget:
+			k.RetryBudget, err = asRatio(v)
 		default:
-			err = fmt.Errorf("unknown constant (want base, cap, multiplier, jitter, maxAttempts or maxElapsed)")
+			err = fmt.Errorf("unknown constant (want base, cap, multiplier, jitter, maxAttempts, maxElapsed or retryBudget)")
 		}
 		if err != nil {
-			return c, fmt.Errorf("%s: %w", k, err)
+			return k, fmt.Errorf("%s: %w", key, err)
 		}
 	}
-	return c, nil
+	return k, nil
 }
 
 func sortedKeys(m map[string]any) []string {
@@ -157,6 +186,20 @@ func asFloat(v any) (float64, error) {
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, fmt.Errorf("want a finite number, got %v", f)
+	}
+	return f, nil
+}
+
+// asRatio accepts a number in (0, 1]. Zero is refused rather than read as
+// "no budget": a flag keeps the service's configured budget by omitting the
+// key.
+func asRatio(v any) (float64, error) {
+	f, err := asFloat(v)
+	if err != nil {
+		return 0, err
+	}
+	if f <= 0 || f > 1 {
+		return 0, fmt.Errorf("%v is outside (0, 1] (omit the key to keep the configured budget)", f)
 	}
 	return f, nil
 }

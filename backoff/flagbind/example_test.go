@@ -56,3 +56,42 @@ func ExampleBinding_Reload() {
 	fmt.Println(retrier.Policy())
 	// Output: decorrelated(base=100ms cap=2s multiplier=3 maxAttempts=6 maxElapsed=0s)
 }
+
+func ExampleBinding_RetryBudget() {
+	ctx := context.Background()
+	api := isolated.NewAPI()
+	defer func() { _ = api.Shutdown(ctx) }()
+	_ = api.SetProviderAndWait(ctx, memprovider.NewInMemoryProvider(map[string]memprovider.InMemoryFlag{
+		"backoff-strategy": {
+			Key: "backoff-strategy", State: memprovider.Enabled, DefaultVariant: "new",
+			Variants: map[string]any{"new": "decorrelated"},
+		},
+		"backoff-constants": {
+			Key: "backoff-constants", State: memprovider.Enabled, DefaultVariant: "v1",
+			Variants: map[string]any{"v1": map[string]any{
+				"decorrelated": map[string]any{"base": "100ms", "cap": "2s", "maxAttempts": 6, "retryBudget": 0.05},
+			}},
+		},
+	}))
+
+	// The service's retry budget: retries below 10% of calls.
+	budget, _ := backoff.NewRatioBudget(backoff.RatioBudgetConfig{Ratio: 0.1})
+	legacy := backoff.Config{Strategy: backoff.FullJitter, Base: 50 * time.Millisecond, Cap: 500 * time.Millisecond, MaxAttempts: 3}
+	retrier, _ := backoff.NewRetrier(backoff.RetrierConfig{Policy: backoff.MustNew(legacy), Upstream: "payments", Budget: budget})
+	binding, err := flagbind.New(flagbind.Config{
+		Client:  api.NewClient(),
+		Targets: []flagbind.Target{retrier},
+		Budgets: []flagbind.BudgetTarget{budget},
+		Default: legacy,
+		Bounds:  flagbind.Bounds{RetryBudget: flagbind.Range[float64]{Min: 0.02, Max: 0.2}},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := binding.Reload(ctx); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println(retrier.Policy(), binding.RetryBudget(), budget.Ratio())
+	// Output: decorrelated(base=100ms cap=2s multiplier=3 maxAttempts=6 maxElapsed=0s) 0.05 0.05
+}

@@ -12,7 +12,7 @@ import (
 // metrics of a binding:
 //
 //	backoff_policy_errors_total{reason}  flag values rejected (last good policy kept) or clamped
-//	backoff_policy_constant{constant}    constants of the policy in force
+//	backoff_policy_constant{constant}    constants of the policy in force, and retry_budget if budgets are bound
 //	backoff_policy_info{strategy}        1 for the strategy in force
 type metrics struct {
 	errors   *prometheus.CounterVec
@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		constant: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "backoff_policy_constant",
-			Help: "Constants of the backoff policy in force (base_seconds, cap_seconds, multiplier, jitter, max_attempts, max_elapsed_seconds; 0 means unbounded for the max_ constants).",
+			Help: "Constants of the backoff policy in force (base_seconds, cap_seconds, multiplier, jitter, max_attempts, max_elapsed_seconds; 0 means unbounded for the max_ constants) and retry_budget, the ratio of the first bound retry budget.",
 		}, []string{"constant"}),
 		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "backoff_policy_info",
