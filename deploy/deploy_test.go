@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -16,9 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
+
+	"github.com/tailguard/tailguard/controller/policy"
+	"github.com/tailguard/tailguard/sidecar"
+	"github.com/tailguard/tailguard/webhook"
 )
 
 // Minimal views of the Kubernetes objects the example uses: only the fields
@@ -160,6 +164,9 @@ type manifests struct {
 	// staleThreshold is TailguardEvaluationsStale's threshold in seconds
 	// (alerts/tailguard.rules.yml), 0 if not found.
 	staleThreshold float64
+	// alertSLOs are the SLO names per service of the SLO rules
+	// (alerts/slo-*.rules.yml), whose alerts carry them to the webhook.
+	alertSLOs map[string][]string
 }
 
 func load(t *testing.T) *manifests {
@@ -189,7 +196,41 @@ func load(t *testing.T) *manifests {
 		t.Fatal(err)
 	}
 	m.staleThreshold = staleThreshold(rules)
+	if m.alertSLOs, err = sloRules(filepath.Join("..", "alerts", "slo-shop.rules.yml")); err != nil {
+		t.Fatal(err)
+	}
 	return m
+}
+
+// sloRules returns the service and slo labels of the rules in file.
+func sloRules(file string) (map[string][]string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &rules); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	out := map[string][]string{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			svc, slo := r.Labels["service"], r.Labels["slo"]
+			if svc != "" && slo != "" && !slices.Contains(out[svc], slo) {
+				out[svc] = append(out[svc], slo)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no rules with service and slo labels", file)
+	}
+	return out, nil
 }
 
 // add decodes every YAML document in data by its kind.
@@ -258,18 +299,70 @@ func staleThreshold(rules []byte) float64 {
 	return v
 }
 
-// tailguardConfig is the part of the sidecar's example configuration the
-// manifests depend on.
-type tailguardConfig struct {
-	Global struct {
-		EvaluationInterval string `yaml:"evaluation_interval"`
-	} `yaml:"global"`
-	Flags struct {
-		File string `yaml:"file"`
-	} `yaml:"flags"`
-	Services []struct {
-		Name string `yaml:"name"`
-	} `yaml:"services"`
+// rawConfig holds the paths of the sidecar's configuration as written,
+// that is as the pod sees them.
+type rawConfig struct {
+	FlagFile   string `yaml:"flag_file"`
+	PolicyFile string `yaml:"policy_file"`
+}
+
+// inPod resolves a path of the configuration at cfgPath as the sidecar
+// does: relative to the configuration's directory.
+func inPod(cfgPath, p string) string {
+	if p == "" || path.IsAbs(p) {
+		return p
+	}
+	return path.Join(path.Dir(cfgPath), p)
+}
+
+func (cm *configMap) dataOr(key string) string {
+	if cm == nil {
+		return ""
+	}
+	return cm.Data[key]
+}
+
+// loadSidecar writes the configuration, the policy and the seed flag file to
+// a temporary directory, points flag_file and policy_file there, and loads
+// the configuration with the sidecar's loader (strict decoding, validation of
+// the detector and policy sections) and starts a daemon on it (the flag file
+// against the policy): startErr says why it did not start. Nothing is
+// queried.
+func loadSidecar(cfgData, policyData, flagsData string) (cfg *sidecar.Config, startErr, err error) {
+	dir, err := os.MkdirTemp("", "tailguard-deploy-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(cfgData), &doc); err != nil {
+		return nil, nil, err
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, nil, errors.New("not a YAML mapping")
+	}
+	paths := map[string]string{"flag_file": filepath.Join(dir, "flags.json"), "policy_file": filepath.Join(dir, "policy.yml")}
+	top := doc.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if p, ok := paths[top.Content[i].Value]; ok {
+			top.Content[i+1].SetString(p)
+		}
+	}
+	cfgOut, err := yaml.Marshal(&doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	for name, data := range map[string]string{"tailguard.yml": string(cfgOut), "policy.yml": policyData, "flags.json": flagsData} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			return nil, nil, err
+		}
+	}
+	cfgFile := filepath.Join(dir, "tailguard.yml")
+	if cfg, err = sidecar.LoadConfig(cfgFile); err != nil {
+		return nil, nil, err
+	}
+	_, startErr = sidecar.New(sidecar.Options{ConfigFile: cfgFile})
+	return cfg, startErr, nil
 }
 
 const (
@@ -437,30 +530,54 @@ func checkSidecar(m *manifests, pod podSpec, c container, volumes map[string]vol
 		fail("--config.file %q is not a file of a mounted ConfigMap", cfgPath)
 		return errs
 	}
-	var cfg tailguardConfig
-	if err := yaml.Unmarshal([]byte(cfgData), &cfg); err != nil {
+	// policy_file must be a file of a mounted ConfigMap too; relative paths
+	// are resolved against the configuration's directory.
+	var raw rawConfig
+	if err := yaml.Unmarshal([]byte(cfgData), &raw); err != nil {
 		fail("config %s: %v", cfgPath, err)
 		return errs
 	}
-	interval, err := model.ParseDuration(cfg.Global.EvaluationInterval)
-	if err != nil {
-		fail("config %s: global.evaluation_interval: %v", cfgPath, err)
-	} else if want := 3 * time.Duration(interval).Seconds(); m.staleThreshold != want {
-		fail("config %s: evaluation_interval %s, but TailguardEvaluationsStale (alerts/tailguard.rules.yml) fires after %gs, want 3 intervals = %gs",
-			cfgPath, cfg.Global.EvaluationInterval, m.staleThreshold, want)
+	policyPath := inPod(cfgPath, raw.PolicyFile)
+	policyData, ok := fileFromConfigMap(m, c, volumes, policyPath)
+	if !ok {
+		fail("config %s: policy_file %q (%s) is not a file of a mounted ConfigMap", cfgPath, raw.PolicyFile, policyPath)
+		return errs
 	}
-	if len(cfg.Services) == 0 {
-		fail("config %s: no services", cfgPath)
+	// The sidecar's own loader reads both, and the daemon starts on them
+	// with the seed as its flag file.
+	cfg, startErr, err := loadSidecar(cfgData, policyData, m.configMaps[seedConfigMap].dataOr(seedKey))
+	if err != nil {
+		fail("config %s: %v", cfgPath, err)
+		return errs
+	}
+	if startErr != nil {
+		fail("config %s: sidecar with the seed flag file: %v", cfgPath, startErr)
+	}
+	if want := 3 * time.Duration(cfg.EvaluationInterval).Seconds(); m.staleThreshold != want {
+		fail("config %s: evaluation_interval %s, but TailguardEvaluationsStale (alerts/tailguard.rules.yml) fires after %gs, want 3 intervals = %gs",
+			cfgPath, cfg.EvaluationInterval, m.staleThreshold, want)
+	}
+	for svc, slos := range m.alertSLOs {
+		ps, ok := cfg.Policy.Service(svc)
+		if !ok {
+			fail("config %s: alerts/ has SLO alerts for service %q (label %s), which is not in the policy: its alerts would trigger nothing", cfgPath, svc, webhook.LabelService)
+			continue
+		}
+		for _, name := range slos {
+			if !slices.ContainsFunc(ps.SLOs, func(s policy.SLO) bool { return s.Name == name }) {
+				fail("config %s: alerts/ has an SLO %q of service %s (label %s) that the policy does not have", cfgPath, name, svc, webhook.LabelSLO)
+			}
+		}
 	}
 
 	// The flag file lies on a writable, non-ConfigMap volume the sidecar
 	// mounts; a service container reads the same volume at the same path,
 	// read-only, and is told the path; the init container seeds it.
-	flagFile := cfg.Flags.File
+	flagFile := inPod(cfgPath, raw.FlagFile)
 	dir := path.Dir(flagFile)
 	vm, ok := mountAt(c, dir)
-	if !ok || flagFile == "" {
-		fail("flags.file %q is not on a volume the sidecar mounts", flagFile)
+	if !ok {
+		fail("flag_file %q is not on a volume the sidecar mounts", flagFile)
 		return errs
 	}
 	v := volumes[vm.Name]
@@ -837,6 +954,38 @@ func TestCheckRejects(t *testing.T) {
 			delete(m.configMaps[seedConfigMap].Data, seedKey)
 		}, "has no key flags.json"},
 		{"evaluation interval out of step with the alert", func(m *manifests) { m.staleThreshold = 300 }, "want 3 intervals"},
+		{"config key the loader does not know", func(m *manifests) {
+			cm := m.configMaps["shop-tailguard-config"]
+			cm.Data["tailguard.yml"] = "global:\n  scrape_interval: 1m\n" + cm.Data["tailguard.yml"]
+		}, "global"},
+		{"config without prometheus", func(m *manifests) {
+			cm := m.configMaps["shop-tailguard-config"]
+			cm.Data["tailguard.yml"] = strings.Replace(cm.Data["tailguard.yml"], "url: http://prometheus-operated.monitoring.svc:9090", "", 1)
+		}, "prometheus.url: required"},
+		{"policy not mounted", func(m *manifests) {
+			for _, v := range podSpecOf(m).Volumes {
+				if v.Name == "config" {
+					v.ConfigMap.Items = v.ConfigMap.Items[:1]
+				}
+			}
+		}, `policy_file "policy.yml" (/etc/tailguard/policy.yml) is not a file of a mounted ConfigMap`},
+		{"policy invalid", func(m *manifests) {
+			cm := m.configMaps["shop-tailguard-config"]
+			cm.Data["policy.yml"] = strings.Replace(cm.Data["policy.yml"], "mode: auto", "mode: yolo", 1)
+		}, "mode"},
+		{"detector configuration missing", func(m *manifests) {
+			cm := m.configMaps["shop-tailguard-config"]
+			cm.Data["policy.yml"] = strings.Replace(cm.Data["policy.yml"], "- name: shop", "- name: cart", 1)
+		}, `service "shop" is not in the policy file`},
+		{"seed flag file unreadable for the sidecar", func(m *manifests) {
+			m.configMaps[seedConfigMap].Data[seedKey] = "{"
+		}, "sidecar with the seed flag file"},
+		{"SLO alert for an unknown service", func(m *manifests) {
+			m.alertSLOs["cart"] = []string{"checkout-latency"}
+		}, `service "cart" (label tailguard_service), which is not in the policy`},
+		{"SLO alert for an unknown SLO", func(m *manifests) {
+			m.alertSLOs["shop"] = append(m.alertSLOs["shop"], "checkout-availability")
+		}, `SLO "checkout-availability" of service shop (label tailguard_slo)`},
 		{"root filesystem writable", func(m *manifests) {
 			f := false
 			sidecar(m).SecurityContext.ReadOnlyRootFilesystem = &f
@@ -881,5 +1030,99 @@ func TestCheckRejects(t *testing.T) {
 				t.Fatalf("check() = %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAlertsReachTheSidecar checks the path from the SLO alerts to the
+// sidecar's webhook against the webhook's own names: the burn-rate alerts
+// carry webhook.LabelService and webhook.LabelSLO, and the example
+// Alertmanager configuration routes alerts with webhook.LabelService to a
+// receiver posting to /api/v1/alerts on the sidecar's port.
+func TestAlertsReachTheSidecar(t *testing.T) {
+	rulesData, err := os.ReadFile(filepath.Join("..", "alerts", "slo-alerts.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert  string            `yaml:"alert"`
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(rulesData, &rules); err != nil {
+		t.Fatal(err)
+	}
+	alerts := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			alerts++
+			for _, l := range []string{webhook.LabelService, webhook.LabelSLO} {
+				if r.Labels[l] == "" {
+					t.Errorf("slo-alerts.rules.yml: alert %s lacks the label %s the webhook reads", r.Alert, l)
+				}
+			}
+		}
+	}
+	if alerts == 0 {
+		t.Error("slo-alerts.rules.yml: no alerts")
+	}
+
+	amData, err := os.ReadFile(filepath.Join("..", "alerts", "alertmanager.example.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type route struct {
+		Receiver string   `yaml:"receiver"`
+		Matchers []string `yaml:"matchers"`
+		GroupBy  []string `yaml:"group_by"`
+	}
+	var am struct {
+		Route struct {
+			Routes []route `yaml:"routes"`
+		} `yaml:"route"`
+		Receivers []struct {
+			Name           string `yaml:"name"`
+			WebhookConfigs []struct {
+				URL string `yaml:"url"`
+			} `yaml:"webhook_configs"`
+		} `yaml:"receivers"`
+	}
+	if err := yaml.Unmarshal(amData, &am); err != nil {
+		t.Fatal(err)
+	}
+	receiver := ""
+	for _, r := range am.Receivers {
+		for _, w := range r.WebhookConfigs {
+			u, err := url.Parse(w.URL)
+			if err == nil && u.Path == "/api/v1/alerts" && u.Port() == strconv.Itoa(webhookPort) {
+				receiver = r.Name
+			}
+		}
+	}
+	if receiver == "" {
+		t.Fatalf("alertmanager.example.yml: no receiver posts to the sidecar's /api/v1/alerts on port %d", webhookPort)
+	}
+	found := false
+	for _, r := range am.Route.Routes {
+		if r.Receiver != receiver {
+			continue
+		}
+		found = true
+		if !slices.ContainsFunc(r.Matchers, func(m string) bool { return strings.HasPrefix(m, webhook.LabelService) }) {
+			t.Errorf("alertmanager.example.yml: the route to %s does not match on %s: %v", receiver, webhook.LabelService, r.Matchers)
+		}
+		for _, l := range []string{webhook.LabelService, webhook.LabelSLO} {
+			if !slices.Contains(r.GroupBy, l) {
+				t.Errorf("alertmanager.example.yml: the route to %s does not group by %s: %v", receiver, l, r.GroupBy)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("alertmanager.example.yml: no route to %s", receiver)
 	}
 }

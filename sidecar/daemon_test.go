@@ -158,6 +158,17 @@ func TestChangesAPI(t *testing.T) {
 	if err != nil || len(evs) != 1 || evs[0].To != "3.0" {
 		t.Fatalf("declared = %+v, %v", evs, err)
 	}
+	// A manifest without a time is stamped now, in YAML as in JSON, and a
+	// value that mentions "time:" does not count as one.
+	for _, body := range []string{
+		"name: vendor-2026.12\ncomponents:\n  - {name: dten-gateway, from: \"3.0\", to: \"3.1\"}\n",
+		`{"reason":"maintenance time: 5m","components":[{"name":"payments-sdk","to":"1.4"}]}`,
+	} {
+		code, resp := do(t, "POST", srv.URL+"/api/v1/changes", body)
+		if code != 202 || !strings.Contains(resp, `"time": "2026-11-23T12:00:00Z"`) {
+			t.Errorf("declare %q without a time: %d %s", body, code, resp)
+		}
+	}
 	for _, bad := range []struct{ body, want string }{
 		{`{"components":[]}`, "components"},
 		{`{"components":[{"name":"","to":"1"}]}`, "name"},
@@ -225,6 +236,9 @@ func TestStatusPageAndIncidents(t *testing.T) {
 	}
 	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/nope/approve", `{"approver":"operator:alice"}`); code != 404 || !strings.Contains(body, "no pending plan") {
 		t.Errorf("approve without plan: %d %s", code, body)
+	}
+	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/nope/approve", `{"approver":"operator:alice","reason":"checked the model"}`); code != 404 || !strings.Contains(body, "no pending plan") {
+		t.Errorf("approve with a reason, without plan: %d %s", code, body)
 	}
 	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/nope/approve", `{"approver":"alice"}`); code != 400 || !strings.Contains(body, "approver") {
 		t.Errorf("approve with a bad approver: %d %s", code, body)

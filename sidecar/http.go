@@ -16,6 +16,7 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
 
 	"github.com/tailguard/tailguard/controller"
 	"github.com/tailguard/tailguard/controller/policy"
@@ -40,7 +41,8 @@ const maxChangeBody = 256 << 10
 //	GET  /api/v1/findings                  the last cycle's findings per service
 //	GET  /api/v1/incidents                 incidents, with the controller's record
 //	GET  /api/v1/incidents/{id}            one incident explained
-//	POST /api/v1/incidents/{id}/approve    approve the incident's pending plan (propose mode)
+//	POST /api/v1/incidents/{id}/approve    approve the incident's pending plan (propose mode):
+//	                                       {"approver": "operator:<name>", "plan": optional, "reason": optional}
 //	GET  /api/v1/plans                     plans
 //	POST /api/v1/evaluate?service=NAME     run a cycle of a service now
 func (d *Daemon) Handler() http.Handler {
@@ -123,17 +125,26 @@ func (d *Daemon) postChange(w http.ResponseWriter, r *http.Request) {
 }
 
 func parseManifest(body []byte, now time.Time) (changes.Manifest, error) {
-	// A manifest without a time is stamped now: decode once leniently to
-	// learn whether it has one, then strictly.
-	var probe struct {
-		Time *time.Time `json:"time" yaml:"time"`
-	}
-	_ = json.Unmarshal(body, &probe)
-	if probe.Time == nil && !bytes.Contains(body, []byte("time:")) {
-		var generic map[string]any
-		if err := json.Unmarshal(body, &generic); err == nil {
-			generic["time"] = now.UTC().Format(time.RFC3339Nano)
-			body, _ = json.Marshal(generic)
+	// A manifest without a time is stamped now: add the key to the
+	// top-level mapping of the document (JSON is YAML), then decode
+	// strictly. A body that is not a mapping is left to the decoder's
+	// error.
+	var doc yaml.Node
+	if yaml.Unmarshal(body, &doc) == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+		top := doc.Content[0]
+		stamped := false
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			if top.Content[i].Value == "time" {
+				stamped = true
+			}
+		}
+		if !stamped {
+			top.Content = append(top.Content,
+				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "time"},
+				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!timestamp", Value: now.UTC().Format(time.RFC3339Nano)})
+			if b, err := yaml.Marshal(&doc); err == nil {
+				body = b
+			}
 		}
 	}
 	return changes.ParseManifest(bytes.NewReader(body))
@@ -200,6 +211,10 @@ type approveRequest struct {
 	Approver string `json:"approver"`
 	// Plan selects a plan; default the incident's only pending plan.
 	Plan string `json:"plan,omitempty"`
+	// Reason says why the plan is approved. Optional; it is logged with
+	// the approval (the flag journal records the plan's own reason and the
+	// approver).
+	Reason string `json:"reason,omitempty"`
 }
 
 func (d *Daemon) approve(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +259,7 @@ func (d *Daemon) approve(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err)
 	default:
-		d.log.Info("plan approved", "plan", planID, "incident", id, "approver", req.Approver)
+		d.log.Info("plan approved", "plan", planID, "incident", id, "approver", req.Approver, "reason", req.Reason)
 		writeJSON(w, http.StatusOK, dec2)
 	}
 }

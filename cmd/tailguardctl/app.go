@@ -28,7 +28,9 @@ const (
 	exitInvalid  = 5
 )
 
-const appHelp = `Operate tailguard: inspect and change feature flags and their journal.
+const appHelp = `Operate tailguard: inspect and change feature flags and their journal, and
+talk to the sidecar's API (incidents, explain, plan, approve, declare,
+evaluate; see --sidecar.url).
 
 Every change to the flag file needs --reason and is recorded in the journal
 next to it (<flag-file>.journal.jsonl) with the actor, reason, incident and
@@ -36,12 +38,16 @@ before/after, and can be rolled back with "flags rollback".
 
 Exit codes:
   0  success (including "no change" and an already applied --idempotency-key)
-  1  other error (for example an unknown flag)
+  1  other error (for example an unknown flag, or an incident, plan or
+     service the sidecar does not know)
   2  usage error
-  3  conflict: the file changed since it was read (retry), or a rollback
-     would overwrite a later change (see --force)
-  4  I/O error reading or writing the flag file, journal or lock
-  5  validation error: the flag file or the requested change is invalid`
+  3  conflict: the file changed since it was read (retry), a rollback
+     would overwrite a later change (see --force), or the sidecar refused
+     an approval (409: the plan is no longer pending or the incident moved on)
+  4  I/O error reading or writing the flag file, journal or lock, or the
+     sidecar could not be reached
+  5  validation error: the flag file or the requested change is invalid
+     (including a change the sidecar rejects as invalid)`
 
 // globalFlags are the flags and I/O every command group shares.
 type globalFlags struct {
@@ -154,9 +160,14 @@ func (e reportedError) Unwrap() []error {
 	return []error{e.err, errReported}
 }
 
+// exitCoder is an error that knows its exit code (for example an answer
+// of the sidecar's API).
+type exitCoder interface{ ExitCode() int }
+
 // exitCode maps an error to the documented exit codes.
 func exitCode(err error) int {
 	var ue usageError
+	var ec exitCoder
 	var pe *fs.PathError
 	var le *os.LinkError
 	var se *os.SyscallError
@@ -165,6 +176,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &ec):
+		return ec.ExitCode()
 	case errors.Is(err, flags.ErrConflict):
 		return exitConflict
 	case errors.Is(err, flags.ErrInvalid):

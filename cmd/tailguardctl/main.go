@@ -33,6 +33,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	for _, register := range []func(*kingpin.Application, *globalFlags) commands{
 		registerFlags,
 		registerAnalyzeGroup,
+		registerSidecar,
 	} {
 		cmds.add(register(app, g))
 	}

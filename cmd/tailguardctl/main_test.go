@@ -130,6 +130,7 @@ func TestCLI(t *testing.T) {
 			dir := t.TempDir()
 			path := copyFixture(t, dir)
 			t.Setenv("TAILGUARD_FLAG_FILE", path)
+			t.Setenv("TAILGUARD_URL", "")
 			t.Setenv("USER", "alice")
 			var transcript bytes.Buffer
 			for _, s := range tt.steps {
