@@ -18,7 +18,7 @@ build:
 ## test: everything: unit tests with the race detector, rule tests, and the
 ## real-server end-to-end tests (hack/test-e2e installs Prometheus/Alertmanager
 ## on Debian or prints a SKIP line).
-test: test-unit test-rules
+test: test-unit test-rules test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
@@ -26,10 +26,14 @@ test-unit:
 test-rules:
 	@hack/test-rules
 
+test-e2e:
+	@GO=$(GO) hack/test-e2e
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 	cd bench && $(GO) run ./cmd/awssim
+	$(GO) run ./cmd/tailguard-sim bench
 
 lint: tools
 	$(GO) vet $(PKGS)

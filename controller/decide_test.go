@@ -293,3 +293,42 @@ func TestTuneRetryRatio(t *testing.T) {
 		t.Errorf("got %s: %s", d.Rung, d.Reason)
 	}
 }
+
+// TestTuneNeverReverses: once a tune of an incident moved a constant one
+// way, a later tune of the same incident never moves it back: that trades
+// one SLO against another and oscillates (seen in the story scenario,
+// base 25ms ↔ 50ms between the latency and the retry-ratio SLOs).
+func TestTuneNeverReverses(t *testing.T) {
+	svc := shop(t, nil)
+	d, st := Decide(svc, State{}, observe(0.51, upgraded()), t0)
+	if d.Rung != RungTune {
+		t.Fatalf("first decision: %s %s", d.Rung, d.Reason)
+	}
+	st, err := Commit(st, d, StatusApplied, "test", "", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Record the incident's first tune as having raised base 50ms → 100ms
+	// (say, for the retry-ratio SLO); the flag holds 100ms.
+	a := &st.Active.Actions[0]
+	a.Model.Current = Constants{Base: ms(50), Cap: 2 * time.Second, MaxAttempts: 6}
+	a.Model.Chosen = newConstants
+	// Latency improved but still breaches: the model's lever is a lower
+	// base, the one move now refused.
+	now := t0.Add(time.Duration(svc.EvaluationWindow) + time.Minute)
+	d, _ = Decide(svc, st, observe(0.45, upgraded()), now)
+	if d.Kind == DecisionAct && d.Rung == RungTune {
+		if k := *d.Change.Mutation.Constants; k.Base < newConstants.Base {
+			t.Fatalf("tune lowered base %v → %v after the incident raised it", newConstants.Base, k.Base)
+		}
+	}
+	t.Logf("decided: %s %s", d.Rung, d.Reason)
+
+	// Without that history the same observation lowers base: the check
+	// above is not vacuous.
+	st.Active.Actions[0].Model.Current, st.Active.Actions[0].Model.Chosen = newConstants, newConstants
+	d, _ = Decide(svc, st, observe(0.45, upgraded()), now)
+	if d.Rung != RungTune || d.Change.Mutation.Constants.Base >= newConstants.Base {
+		t.Fatalf("control: want a tune lowering base, got %s %s", d.Rung, d.Reason)
+	}
+}

@@ -266,6 +266,21 @@ func (c *cycle) tuneStep(inc *Incident) (*step, string) {
 			others = append(others, cm)
 		}
 	}
+	// Within one incident, tuning never moves a constant back the way an
+	// earlier tune of the incident moved it: that trades one SLO against
+	// another and oscillates. When only a reversal would help, the ladder
+	// moves on to the rollout.
+	dirs := map[string]float64{}
+	for _, a := range inc.Actions {
+		if a.Rung != RungTune || a.Model == nil {
+			continue
+		}
+		for _, d := range ds {
+			if delta := d.get(a.Model.Chosen) - d.get(a.Model.Current); delta != 0 {
+				dirs[d.name] = math.Copysign(1, delta)
+			}
+		}
+	}
 	res := svc.Backoff.Resilience
 	spanCur := retrySpan(newV, eff, mc.u)
 	// The delays before the first retries do not depend on maxAttempts:
@@ -298,6 +313,11 @@ func (c *cycle) tuneStep(inc *Incident) (*step, string) {
 		cand.span = cm.spanDuration()
 		cand.exhaust = ExhaustionProbability(mc.p, k.MaxAttempts)
 		cand.feasible = k.Cap >= k.Base
+		for _, d := range ds {
+			if delta := d.get(k) - d.get(eff); delta != 0 && dirs[d.name] != 0 && math.Copysign(1, delta) != dirs[d.name] {
+				cand.feasible = false // a reversal within the incident
+			}
+		}
 		if res != nil {
 			cand.resil = ExhaustionProbability(res.FailureProbability, k.MaxAttempts)
 			if cand.resil > res.MaxFailureRatio && k.MaxAttempts < eff.MaxAttempts {

@@ -167,7 +167,7 @@ func Assess(svc *policy.Service, readings []Reading, rep *detector.Report, sc ma
 			if f.Detection != nil && f.Detection.Onset != nil {
 				a.Onset = *f.Detection.Onset
 			}
-			a.Cause = causeOf(f, events)
+			a.Cause = causeOf(svc, f, events)
 			if inc, ok := byFinding[f.ID]; ok {
 				a.Cause.IncidentID = inc.ID
 			}
@@ -196,7 +196,15 @@ func strongest(fs []detector.Finding) detector.Finding {
 	return best
 }
 
-func causeOf(f detector.Finding, events map[string]changes.Event) controller.Cause {
+func causeOf(svc *policy.Service, f detector.Finding, events map[string]changes.Event) controller.Cause {
+	score := func(id string) (float64, []string) {
+		for _, cand := range f.Causes {
+			if cand.Change.ID == id {
+				return cand.Score, cand.Evidence
+			}
+		}
+		return 0, nil
+	}
 	switch f.Attribution.Status {
 	case detector.AttributionAttributed:
 		e, ok := events[f.Attribution.Cause]
@@ -204,16 +212,43 @@ func causeOf(f detector.Finding, events map[string]changes.Event) controller.Cau
 			return controller.Cause{Kind: controller.CauseUnknown, Evidence: "attributed change " + f.Attribution.Cause + " not in the report"}
 		}
 		c := CauseOf(e)
-		for _, cand := range f.Causes {
-			if cand.Change.ID == e.ID {
-				c.Confidence = cand.Score
-				c.Evidence = strings.Join(cand.Evidence, "; ")
-				break
-			}
-		}
+		sc, ev := score(e.ID)
+		c.Confidence, c.Evidence = sc, strings.Join(ev, "; ")
 		return c
 	case detector.AttributionAmbiguous:
+		// Changes the detector cannot tell apart are one cause when the
+		// policy governs all of them with the same lever: the strategy
+		// flag, its constants flag and the components it mitigates ship
+		// together (a vendor upgrade flipping both flags at once).
+		var best float64
+		variant := ""
+		all := len(f.Attribution.Candidates) > 0
+		for _, id := range f.Attribution.Candidates {
+			e, ok := events[id]
+			if !ok || !governed(svc, e) {
+				all = false
+				break
+			}
+			if e.Kind == changes.KindFlag && e.Component == svc.Flags.Strategy.Key {
+				variant = e.To
+			}
+			sc, _ := score(id)
+			best = max(best, sc)
+		}
+		if all {
+			return controller.Cause{Kind: controller.CauseFlag, FlagKey: svc.Flags.Strategy.Key, Variant: variant, Confidence: best,
+				Evidence: "indistinguishable changes all governed by " + svc.Flags.Strategy.Key + ": " + strings.Join(f.Attribution.Candidates, ", ")}
+		}
 		return controller.Cause{Kind: controller.CauseAmbiguous, Evidence: "indistinguishable: " + strings.Join(f.Attribution.Candidates, ", ")}
 	}
 	return controller.Cause{Kind: controller.CauseUnknown}
+}
+
+// governed reports whether the policy's levers govern change e: its
+// strategy or constants flag, or one of its components.
+func governed(svc *policy.Service, e changes.Event) bool {
+	if e.Kind == changes.KindFlag {
+		return e.Component == svc.Flags.Strategy.Key || e.Component == svc.Flags.Constants.Key
+	}
+	return slices.Contains(svc.Components, e.Component)
 }

@@ -199,8 +199,16 @@ func TestAssess(t *testing.T) {
 	amb.Attribution = detector.Attribution{Status: detector.AttributionAmbiguous, Candidates: []string{upgrade.ID, bump.ID}}
 	rep.Findings = []detector.Finding{amb}
 	got = Assess(svc, readings, rep, sc)
-	if got[0].Cause.Kind != controller.CauseAmbiguous || !strings.Contains(got[0].Cause.Evidence, bump.ID) {
-		t.Errorf("ambiguous: %+v", got[0].Cause)
+	if c := got[0].Cause; c.Kind != controller.CauseFlag || c.FlagKey != "backoff-strategy" || c.Variant != "decorrelated" || c.Confidence != 0.82 {
+		t.Errorf("ambiguous between the strategy flag and a policy component: %+v, want the strategy flag", c)
+	}
+	other := changes.Event{ID: "version/pay-sdk@x", Kind: changes.KindVersion, Component: "pay-sdk", To: "1.5", Time: t0.Add(-time.Hour)}
+	rep.Changes = append(rep.Changes, other)
+	amb.Attribution = detector.Attribution{Status: detector.AttributionAmbiguous, Candidates: []string{upgrade.ID, other.ID}}
+	rep.Findings = []detector.Finding{amb}
+	got = Assess(svc, readings, rep, sc)
+	if got[0].Cause.Kind != controller.CauseAmbiguous || !strings.Contains(got[0].Cause.Evidence, other.ID) {
+		t.Errorf("ambiguous with a change the policy does not govern: %+v", got[0].Cause)
 	}
 
 	// A component change.
