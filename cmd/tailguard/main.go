@@ -67,7 +67,19 @@ the previous one keeps running (tailguard_config_last_reload_successful).`)
 	webFlags := kingpinflag.AddFlags(app, ":9099")
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
-	if _, err := app.Parse(args); err != nil {
+	// --help and --version end the program through Terminate: return
+	// their exit code from run instead of exiting deep inside kingpin.
+	terminated := -1
+	app.Terminate(func(code int) {
+		if terminated < 0 {
+			terminated = code
+		}
+	})
+	_, err := app.Parse(args)
+	if terminated >= 0 {
+		return terminated
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "tailguard: %v (see --help)\n", err)
 		return 2
 	}
