@@ -44,7 +44,7 @@ func exampleView() View {
 			ID: "inc-3f2a", Service: "shop", Opened: t0.Add(33 * time.Minute), State: "mitigated",
 			Cause: `flag backoff-strategy → decorrelated <script>alert(1)</script>`, Confidence: "0.92", Effect: "p99 ×2.4 [2.1, 2.7]",
 			Evidence: []string{"onset 10:31, 1m after the change", "shift only in strategy=\"decorrelated\", upstream=\"payments\""},
-			Actions: []Action{{Time: t0.Add(36 * time.Minute), Rung: "tune", Summary: "cap 2s → 800ms", Expected: "p99 ≈ 350ms", Observed: "p99 320ms", Result: "improved"}},
+			Actions:  []Action{{Time: t0.Add(36 * time.Minute), Rung: "tune", Summary: "cap 2s → 800ms", Expected: "p99 ≈ 350ms", Observed: "p99 320ms", Result: "improved"}},
 			Chart: &Chart{Title: "checkout p99", Unit: "seconds", Series: []Series{{Name: "p99", Points: p99}},
 				Threshold: 0.4, HasThreshold: true,
 				Markers: []Marker{{T: t0.Add(30 * time.Minute), Label: "upgrade", Kind: "change"}, {T: t0.Add(36 * time.Minute), Label: "tune", Kind: "action"}}},
