@@ -7,7 +7,7 @@ PKGS          ?= ./...
 BENCHTIME     ?= 1s
 TEST_TIMEOUT  ?= 20m
 
-.PHONY: all build test test-unit test-rules bench lint fmt demo clean tools
+.PHONY: all build test test-unit test-rules test-e2e bench lint fmt demo clean tools
 
 all: build test
 
