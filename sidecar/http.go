@@ -468,7 +468,7 @@ func (d *Daemon) chart(ctx context.Context, rt *runtime, service string, opened,
 		if len(markers) > 0 && markers[0].T.Add(-30*time.Minute).Before(start) {
 			start = markers[0].T.Add(-30 * time.Minute)
 		}
-		step := max(now.Sub(start)/120, 15*time.Second)
+		step := max(now.Sub(start)/120, time.Second)
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		val, _, err := rt.querier.QueryRange(qctx, q, v1.Range{Start: start, End: now, Step: step})

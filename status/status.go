@@ -99,7 +99,7 @@ func incidentClass(state string) string {
 	switch state {
 	case "resolved", "closed":
 		return StateOK
-	case "mitigated", "verifying", "proposed":
+	case "mitigated", "holding", "restoring", "verifying", "proposed":
 		return StateAtRisk
 	default:
 		return StateBreaching
