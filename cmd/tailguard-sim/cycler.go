@@ -16,14 +16,6 @@ import (
 	"github.com/tailguard/tailguard/sim"
 )
 
-// tailguardCycler returns the constructor of tailguard's control cycle for
-// a simulated world: the sidecar's loop (package loop) with the detector,
-// the controller and a flag store on the world's flag file, exactly as the
-// sidecar builds them, on the embedded Prometheus and the virtual clock.
-func tailguardCycler() func(sim.Env) (sim.Cycler, error) {
-	return newLoopCycler
-}
-
 // loopCycler adapts loop.Loop to sim.Cycler.
 type loopCycler struct {
 	loop     *loop.Loop
@@ -31,6 +23,10 @@ type loopCycler struct {
 	reported map[string]bool // "incident/seq" of verifications already reported
 }
 
+// newLoopCycler builds tailguard's control cycle for a simulated world: the
+// sidecar's loop (package loop) with the detector, the controller and a
+// flag store on the world's flag file, as the sidecar builds them, on the
+// embedded Prometheus and the virtual clock.
 func newLoopCycler(env sim.Env) (sim.Cycler, error) {
 	svc, err := serviceOf(env)
 	if err != nil {

@@ -143,24 +143,23 @@ func (o *options) load(names ...string) ([]*sim.Scenario, error) {
 	return out, nil
 }
 
-func (o *options) benchOptions() sim.BenchOptions {
-	return sim.BenchOptions{Seed: o.seed, NewCycler: tailguardCycler(), Options: sim.Options{SyncTimeout: o.sync}}
-}
-
-func (o *options) notWired() {
-	if tailguardCycler() == nil && o.output == "text" {
-		fmt.Fprintln(o.stdout, "note: tailguard's control loop is not wired into this build; only the baselines run.")
+// runScenarios runs the named scenarios (all without names) with tailguard
+// and the baselines, and measures the run's CPU time and peak memory.
+func (o *options) runScenarios(ctx context.Context, names ...string) ([]sim.ScenarioResult, usageReport, error) {
+	scs, err := o.load(names...)
+	if err != nil {
+		return nil, usageReport{}, err
 	}
+	began, ru0 := time.Now(), rusage()
+	results, err := sim.RunScenarios(ctx, scs, sim.BenchOptions{Seed: o.seed, NewCycler: newLoopCycler, Options: sim.Options{SyncTimeout: o.sync}})
+	if err != nil {
+		return nil, usageReport{}, err
+	}
+	return results, resources(began, ru0), nil
 }
 
 func (o *options) demo(ctx context.Context, name, reportPath string) error {
-	scs, err := o.load(name)
-	if err != nil {
-		return err
-	}
-	o.notWired()
-	began, ru0 := time.Now(), rusage()
-	results, err := sim.RunScenarios(ctx, scs, o.benchOptions())
+	results, usage, err := o.runScenarios(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -174,7 +173,6 @@ func (o *options) demo(ctx context.Context, name, reportPath string) error {
 	if err := report.Summary(o.stdout, r); err != nil {
 		return err
 	}
-	usage := resources(began, ru0)
 	if reportPath != "" {
 		if err := writeReport(reportPath, r, usage); err != nil {
 			return err
@@ -186,17 +184,10 @@ func (o *options) demo(ctx context.Context, name, reportPath string) error {
 }
 
 func (o *options) bench(ctx context.Context, only []string) error {
-	scs, err := o.load(only...)
+	results, usage, err := o.runScenarios(ctx, only...)
 	if err != nil {
 		return err
 	}
-	o.notWired()
-	began, ru0 := time.Now(), rusage()
-	results, err := sim.RunScenarios(ctx, scs, o.benchOptions())
-	if err != nil {
-		return err
-	}
-	usage := resources(began, ru0)
 	if o.output == "json" {
 		return writeJSON(o.stdout, struct {
 			Results []sim.ScenarioResult `json:"results"`
@@ -211,18 +202,11 @@ func (o *options) bench(ctx context.Context, only []string) error {
 }
 
 func (o *options) runOne(ctx context.Context, name, reportPath string) error {
-	scs, err := o.load(name)
-	if err != nil {
-		return err
-	}
-	o.notWired()
-	began, ru0 := time.Now(), rusage()
-	results, err := sim.RunScenarios(ctx, scs, o.benchOptions())
+	results, usage, err := o.runScenarios(ctx, name)
 	if err != nil {
 		return err
 	}
 	r := results[0]
-	usage := resources(began, ru0)
 	if reportPath != "" {
 		if err := writeReport(reportPath, r, usage); err != nil {
 			return err
