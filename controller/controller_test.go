@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tailguard/tailguard/controller/policy"
+
+	goldenfile "github.com/tailguard/tailguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -324,19 +325,7 @@ func TestExplainGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := txt.String() + "\n" + list.String() + "\n" + dec.String()
-	golden := "testdata/explain.golden"
-	if *update {
-		if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if out != string(want) {
-		t.Errorf("explanation differs from %s (go test -update to accept):\n%s", golden, out)
-	}
+	goldenfile.Check(t, "testdata/explain.golden", []byte(out), *update)
 	if _, err := c.Explain("inc-404"); !errors.Is(err, ErrUnknownIncident) {
 		t.Errorf("unknown incident: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tailguard/tailguard/detector/promapi"
+
+	goldenfile "github.com/tailguard/tailguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -95,36 +96,7 @@ func parseTime(s string) time.Time {
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		must(t, os.MkdirAll("testdata", 0o755))
-		must(t, os.WriteFile(path, got, 0o644))
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (run go test -update after checking):\n%s", name, firstDiff(string(want), string(got)))
-	}
-}
-
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(wl) || i < len(gl); i++ {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\n  want %s\n  got  %s", i+1, w, g)
-		}
-	}
-	return ""
+	goldenfile.Check(t, filepath.Join("testdata", name), got, *update)
 }
 
 // httpDetector runs the backoff scenario behind the fake HTTP API.

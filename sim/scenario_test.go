@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tailguard/tailguard/sim/scenarios"
+
+	goldenfile "github.com/tailguard/tailguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -106,19 +108,7 @@ func TestScenarioErrorsGolden(t *testing.T) {
 		}
 		fmt.Fprintf(&got, "%s: %v\n", c.name, strings.ReplaceAll(err.Error(), "\n", " "))
 	}
-	golden := filepath.Join("testdata", "scenario_errors.golden")
-	if *update {
-		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update)", err)
-	}
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Errorf("errors differ from %s (run with -update):\n%s", golden, got.String())
-	}
+	goldenfile.Check(t, filepath.Join("testdata", "scenario_errors.golden"), got.Bytes(), *update)
 }
 
 func FuzzParseScenario(f *testing.F) {

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"flag"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	goldenfile "github.com/tailguard/tailguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -71,19 +72,7 @@ func TestRenderGolden(t *testing.T) {
 			if err := r.Render(&buf, tc.view); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", tc.name+".html")
-			if *update {
-				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if !bytes.Equal(buf.Bytes(), want) {
-				t.Errorf("page differs from %s; run go test -update and review the diff", golden)
-			}
+			goldenfile.Check(t, filepath.Join("testdata", tc.name+".html"), buf.Bytes(), *update)
 		})
 	}
 }

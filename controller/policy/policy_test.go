@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	goldenfile "github.com/tailguard/tailguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -92,19 +94,7 @@ func TestInvalidGolden(t *testing.T) {
 				t.Fatal("invalid policy accepted")
 			}
 			got := err.Error() + "\n"
-			golden := strings.TrimSuffix(f, ".yml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("error mismatch\n got: %s\nwant: %s", got, want)
-			}
+			goldenfile.Check(t, strings.TrimSuffix(f, ".yml")+".golden", []byte(got), *update)
 		})
 	}
 }
