@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,8 +148,12 @@ func transcript(t *testing.T, name string, steps []step, replace map[string]stri
 		}
 	}
 	text := out.String()
-	for from, to := range replace {
-		text = strings.ReplaceAll(text, from, to)
+	// Longest first: a URL must be replaced before the address inside it,
+	// whatever the map's iteration order.
+	froms := slices.Collect(maps.Keys(replace))
+	slices.SortFunc(froms, func(a, b string) int { return len(b) - len(a) })
+	for _, from := range froms {
+		text = strings.ReplaceAll(text, from, replace[from])
 	}
 	text = anyTime.ReplaceAllStringFunc(text, func(ts string) string {
 		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.After(start.Add(-time.Minute)) && t.Before(time.Now().Add(time.Minute)) {
