@@ -310,7 +310,7 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 	rt := d.rt.Load()
 	now := d.now()
 	v := status.View{Version: d.opts.Version, Generated: now, Ready: d.Ready()}
-	modes := map[string]bool{}
+	var modes []string
 	results := map[string]loop.Result{}
 	for _, res := range d.Results() {
 		results[res.Service] = res
@@ -319,7 +319,9 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 		}
 	}
 	for _, svc := range rt.cfg.Policy.Services {
-		modes[string(svc.Mode)] = true
+		if !slices.Contains(modes, string(svc.Mode)) {
+			modes = append(modes, string(svc.Mode))
+		}
 		res := results[svc.Name]
 		for _, slo := range svc.SLOs {
 			s := status.SLO{Service: svc.Name, Name: slo.Name, Objective: objectiveText(slo), Current: "–", State: status.StateUnknown}
@@ -343,9 +345,7 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 			v.Changes = append(v.Changes, status.Change{Time: e.Time, Kind: string(e.Kind), Subject: e.Component, Detail: strings.TrimSpace(e.From + " → " + e.To)})
 		}
 	}
-	for m := range modes {
-		v.Mode = strings.TrimPrefix(v.Mode+", "+m, ", ")
-	}
+	v.Mode = strings.Join(modes, ", ")
 	v.Flags = d.flagRows(ctx, rt)
 	ctrl := rt.controller
 	for _, sum := range ctrl.Incidents() {
