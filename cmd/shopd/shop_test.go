@@ -65,6 +65,14 @@ func newTestShop(t *testing.T, mod func(*config)) (*shop, string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	// Run marks the shop ready once its servers and load are started; wait
+	// for that as a client polling /-/ready would.
+	for deadline := time.Now().Add(10 * time.Second); !s.ready.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("the shop did not become ready within 10s")
+		}
+	}
 	t.Cleanup(func() {
 		cancel()
 		<-done
