@@ -200,9 +200,22 @@ func cloneRawMap(m map[string]json.RawMessage) map[string]json.RawMessage {
 // reports problems naming the flag and field; it does not apply the JSON
 // schema or semantic checks (see Validator). Errors wrap ErrInvalid.
 func Decode(data []byte) (*Document, error) {
+	d, ps, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decode parses a flag file, collecting shape problems; the error is for
+// a file that is not a JSON object at all.
+func decode(data []byte) (*Document, problems, error) {
 	top, err := decodeObject(data)
 	if err != nil {
-		return nil, syntaxProblem(data, err)
+		return nil, nil, syntaxProblem(data, err)
 	}
 	var ps problems
 	d := &Document{Flags: map[string]*Flag{}}
@@ -236,10 +249,7 @@ func Decode(data []byte) (*Document, error) {
 	if _, ok := top["flags"]; !ok {
 		ps.add("", "", "flags", "is required")
 	}
-	if err := ps.err(); err != nil {
-		return nil, err
-	}
-	return d, nil
+	return d, ps, nil
 }
 
 // ParseFlag decodes one flag definition, such as the Before and After of

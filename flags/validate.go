@@ -110,6 +110,66 @@ func (v *Validator) Parse(data []byte) (*Document, error) {
 	return d, nil
 }
 
+// ParseEach decodes a flag file and checks it as Parse does, but judges
+// each flag on its own, as flagd does when it serves a file: it returns the
+// document with every problem found instead of refusing the whole file.
+// Problems that name a flag concern that flag only; the error is for a file
+// that cannot be used at all (not JSON, no flags object, flag-set or
+// evaluator problems of its shape).
+func (v *Validator) ParseEach(data []byte) (*Document, []Problem, error) {
+	d, ps, err := decode(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range ps {
+		if p.Flag == "" {
+			return nil, nil, ps.err()
+		}
+	}
+	collect := func(err error) {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			ps = append(ps, ve.Problems...)
+		} else if err != nil {
+			ps.add("", "", "", err.Error())
+		}
+	}
+	collect(semanticCheck(d))
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return nil, nil, syntaxProblem(data, err)
+	}
+	sch := v.provider
+	if strings.HasSuffix(d.Schema, "flagd.json") {
+		sch = v.daemon
+	}
+	if err := sch.Validate(inst); err != nil {
+		// A flag the semantic checks already faulted fails the schema's
+		// union of flag types as a whole, and the schema's leaves then
+		// name unrelated branches ("variants: got string, want boolean"):
+		// keep the specific findings only.
+		faulted := map[string]bool{}
+		for _, p := range ps {
+			faulted[p.Flag] = true
+		}
+		schema := ps[:0:0]
+		var ve *ValidationError
+		if errors.As(v.schemaError(err), &ve) {
+			for _, p := range ve.Problems {
+				if p.Flag == "" || !faulted[p.Flag] {
+					schema = append(schema, p)
+				}
+			}
+		}
+		ps = append(ps, schema...)
+	}
+	var out []Problem
+	if err := ps.err(); err != nil {
+		out = err.(*ValidationError).Problems
+	}
+	return d, out, nil
+}
+
 // Validate checks an in-memory document exactly as Parse checks a file.
 func (v *Validator) Validate(d *Document) error {
 	raw, err := json.Marshal(d)

@@ -96,7 +96,7 @@ type flag struct {
 	variants   map[string]value
 	defVariant string
 	hasDefault bool
-	rule       any
+	rule       node
 	// split is the fast path for the rule tailguard writes itself, a
 	// top-level fractional over literal variants and integer weights with
 	// flagd's default bucketing; it gives the same answers as rule.
@@ -118,10 +118,16 @@ type value struct {
 // Compile prepares a validated document for evaluation. Flags whose
 // targeting cannot be prepared still compile and resolve to PARSE_ERROR.
 func Compile(doc *flags.Document) (*Set, error) {
+	return CompileEach(doc, nil)
+}
+
+// CompileEach is Compile for a document whose flags were judged one by one
+// (flags.Validator.ParseEach): the flags named in invalid resolve to
+// PARSE_ERROR with the given reason; the others are served.
+func CompileEach(doc *flags.Document, invalid map[string]string) (*Set, error) {
 	if doc == nil {
 		return nil, errors.New("compile flags: no document")
 	}
-	registerOperators()
 	s := &Set{
 		flags:    make(map[string]*flag, len(doc.Flags)),
 		metadata: map[string]any{},
@@ -142,9 +148,48 @@ func Compile(doc *flags.Document) (*Set, error) {
 		return nil, fmt.Errorf("compile flags: metadata: %w", err)
 	}
 	for key, def := range doc.Flags {
+		if msg, bad := invalid[key]; bad {
+			s.flags[key] = &flag{key: key, broken: errors.New(msg), metadata: maps.Clone(s.metadata)}
+			continue
+		}
 		s.flags[key] = compileFlag(doc, key, def, s.metadata, setMetaJSON)
 	}
 	return s, nil
+}
+
+// Broken returns the flags that cannot be evaluated (they resolve to
+// PARSE_ERROR) with the reason, or nil.
+func (s *Set) Broken() map[string]string {
+	var out map[string]string
+	for k, f := range s.flags {
+		if f.broken != nil {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = f.broken.Error()
+		}
+	}
+	return out
+}
+
+// Keep returns a copy of s in which each flag named in keys is taken from
+// old, where old has a version of it that can be evaluated: the last good
+// version of a flag that turned invalid keeps being served. It returns the
+// keys it took from old.
+func (s *Set) Keep(old *Set, keys []string) (*Set, []string) {
+	if old == nil || len(keys) == 0 {
+		return s, nil
+	}
+	out := &Set{flags: maps.Clone(s.flags), metadata: s.metadata, revision: s.revision}
+	var kept []string
+	for _, k := range keys {
+		if f, ok := old.flags[k]; ok && f.broken == nil {
+			out.flags[k] = f
+			kept = append(kept, k)
+		}
+	}
+	slices.Sort(kept)
+	return out, kept
 }
 
 func compileFlag(doc *flags.Document, key string, def *flags.Flag, setMeta map[string]any, setMetaJSON []byte) *flag {
@@ -164,11 +209,17 @@ func compileFlag(doc *flags.Document, key string, def *flags.Flag, setMeta map[s
 		}
 		f.variants[name] = v
 	}
+	if f.hasDefault && f.defVariant == "" {
+		// flagd treats an empty default variant as none.
+		f.hasDefault = false
+	}
 	rule, err := doc.ResolveTargeting(key)
 	if err != nil {
 		f.broken = err
 	} else if rule != nil {
-		f.rule = rewrite(rule)
+		if f.rule, err = compileLogic(rule); err != nil {
+			f.broken = fmt.Errorf("targeting: %w", err)
+		}
 		f.split = compileSplit(rule)
 	}
 	h := sha256.New()
@@ -220,56 +271,6 @@ func numbersToFloat(v any) any {
 			x[i] = numbersToFloat(e)
 		}
 		return x
-	default:
-		return v
-	}
-}
-
-// rewrite prepares a targeting rule for jsonlogic: "if", "and" and "or"
-// become lazy internal operators (their arguments wrapped in one-element
-// arrays so jsonlogic does not evaluate them up front), and fractional
-// buckets become internal bucket operations so that expressions inside a
-// bucket (a computed variant or weight) are evaluated.
-func rewrite(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		if len(x) == 1 {
-			for op, args := range x {
-				list, isList := args.([]any)
-				if !isList {
-					break
-				}
-				switch op {
-				case "if", "and", "or":
-					wrapped := make([]any, len(list))
-					for i, a := range list {
-						wrapped[i] = []any{rewrite(a)}
-					}
-					return map[string]any{"$tg." + op: wrapped}
-				case opFractional:
-					out := make([]any, len(list))
-					for i, a := range list {
-						if b, isBucket := a.([]any); isBucket {
-							out[i] = map[string]any{opBucket: rewrite(b)}
-						} else {
-							out[i] = rewrite(a)
-						}
-					}
-					return map[string]any{opFractional: out}
-				}
-			}
-		}
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = rewrite(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = rewrite(e)
-		}
-		return out
 	default:
 		return v
 	}
@@ -338,23 +339,18 @@ func (s *Set) Resolve(key string, evalCtx map[string]any, now time.Time) Resolut
 	if f.split != nil {
 		return f.resolveSplit(evalCtx)
 	}
-	out, err := f.evaluate(evalCtx, now)
+	e := &env{root: evaluationData(f.key, evalCtx, now)}
+	out, err := f.rule.eval(e.root, e)
 	if err != nil {
-		var oe opError
-		if errors.As(err, &oe) {
-			r := f.defaultResolution(openfeature.DefaultReason)
-			r.Detail = oe.Error()
-			return r
-		}
-		return f.failure(openfeature.ParseErrorCode, "evaluate targeting: "+err.Error())
+		return f.failure(openfeature.GeneralCode, "evaluate targeting: "+err.Error())
 	}
 	if out == nil {
-		return f.defaultResolution(openfeature.DefaultReason)
+		r := f.defaultResolution(openfeature.DefaultReason)
+		r.Detail = e.detail
+		return r
 	}
-	name, ok := variantName(out)
-	if !ok {
-		return f.failure(openfeature.GeneralCode, fmt.Sprintf("targeting returned %s, which cannot name a variant", describe(out)))
-	}
+	// Like flagd, any result names a variant by its string form.
+	name := jsString(out)
 	v, ok := f.variants[name]
 	if !ok {
 		return f.failure(openfeature.GeneralCode, fmt.Sprintf("targeting returned variant %q, which is not defined", name))
@@ -411,10 +407,10 @@ func compileSplit(rule any) *fastSplit {
 }
 
 func (f *flag) resolveSplit(evalCtx map[string]any) Resolution {
-	tk, ok := evalCtx["targetingKey"].(string)
-	if !ok {
+	tk, _ := evalCtx["targetingKey"].(string)
+	if tk == "" {
 		r := f.defaultResolution(openfeature.DefaultReason)
-		r.Detail = opError{op: opFractional, msg: "no bucketing value and no targetingKey in the evaluation context"}.Error()
+		r.Detail = opFractional + ": no bucketing value and no targetingKey in the evaluation context"
 		return r
 	}
 	point := Bucket(f.key+tk, f.split.total)
@@ -429,19 +425,6 @@ func (f *flag) resolveSplit(evalCtx map[string]any) Resolution {
 		}
 	}
 	return f.failure(openfeature.GeneralCode, "fractional: no bucket selected")
-}
-
-func (f *flag) evaluate(evalCtx map[string]any, now time.Time) (out any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
-		}
-	}()
-	return apply(f.rule, evaluationData(f.key, evalCtx, now)), nil
 }
 
 func (f *flag) defaultResolution(reason openfeature.Reason) Resolution {
@@ -462,21 +445,6 @@ func (f *flag) failure(code openfeature.ErrorCode, msg string) Resolution {
 		ErrorMessage: fmt.Sprintf("flag %q: %s", f.key, msg),
 		UseDefault:   true,
 		Metadata:     f.metadata,
-	}
-}
-
-// variantName converts a targeting result to a variant name as flagd does:
-// strings as they are, booleans and numbers as their JSON text.
-func variantName(v any) (string, bool) {
-	switch x := v.(type) {
-	case string:
-		return x, true
-	case bool:
-		return strconv.FormatBool(x), true
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64), true
-	default:
-		return "", false
 	}
 }
 

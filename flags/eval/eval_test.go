@@ -150,26 +150,26 @@ func TestResolve(t *testing.T) {
 		{"fractional as condition", "fractional-as-condition-flag", tk("some-targeting-key"), match("hundreds", "big")},
 		{"fractional as false condition", "fractional-as-condition-false-flag", tk("some-targeting-key"), match("ones", "small")},
 		{"fractional single entry", "fractional-single-entry-flag", tk("anyone"), match("single", "single")},
-		{"fractional without bucketing value or targeting key", "fractional-null-bucket-key-flag", nil, dflt("fallback", "fallback")},
-		{"fractional all weights zero", "fractional-zero-weights-flag", tk("any-user"), dflt("fallback", "fallback")},
+		{"fractional without bucketing value is false", "fractional-null-bucket-key-flag", nil, match("false", "false")},
+		{"fractional all weights zero is false", "fractional-zero-weights-flag", tk("any-user"), match("false", "false")},
 		{"fractional negative weight clamps to zero", "fractional-negative-weight-flag", tk("any-user"), match("two", "two")},
 
 		{"starts_with", "starts-ends-flag", kv("id", "abcdef"), match("prefix", "prefix")},
 		{"ends_with", "starts-ends-flag", kv("id", "uvwxyz"), match("postfix", "postfix")},
 		{"starts_with wins", "starts-ends-flag", kv("id", "abcxyz"), match("prefix", "prefix")},
 		{"neither", "starts-ends-flag", kv("id", "lmnopq"), match("none", "none")},
-		{"starts_with on a number", "starts-with-non-string-flag", kv("num", 123), dflt("fallback", "fallback")},
-		{"ends_with with one argument", "ends-with-wrong-args-flag", nil, dflt("fallback", "fallback")},
+		{"starts_with on a number is false", "starts-with-non-string-flag", kv("num", 123), match("false", "false")},
+		{"ends_with with one argument is false", "ends-with-wrong-args-flag", nil, match("false", "false")},
 
 		{"sem_ver equal", "equal-greater-lesser-version-flag", kv("version", "2.0.0"), match("equal", "equal")},
 		{"sem_ver greater", "equal-greater-lesser-version-flag", kv("version", "2.1.0"), match("greater", "greater")},
 		{"sem_ver lesser", "equal-greater-lesser-version-flag", kv("version", "1.9.0"), match("lesser", "lesser")},
 		{"sem_ver prerelease is lesser", "equal-greater-lesser-version-flag", kv("version", "2.0.0-alpha"), match("lesser", "lesser")},
-		{"sem_ver invalid version", "equal-greater-lesser-version-flag", kv("version", "2.0.0.0"), dflt("none", "none")},
+		{"sem_ver invalid version", "equal-greater-lesser-version-flag", kv("version", "2.0.0.0"), match("none", "none")},
 		{"sem_ver tilde", "major-minor-version-flag", kv("version", "3.0.1"), match("minor", "minor")},
 		{"sem_ver caret", "major-minor-version-flag", kv("version", "3.1.0"), match("major", "major")},
 		{"sem_ver neither", "major-minor-version-flag", kv("version", "4.0.0"), match("none", "none")},
-		{"sem_ver unknown operator", "semver-invalid-operator-flag", kv("version", "1.0.0"), dflt("fallback", "fallback")},
+		{"sem_ver unknown operator is false", "semver-invalid-operator-flag", kv("version", "1.0.0"), match("false", "false")},
 		{"sem_ver v prefix plain", "semver-v-prefix-flag", kv("version", "1.0.0"), match("match", "match")},
 		{"sem_ver v prefix prefixed", "semver-v-prefix-flag", kv("version", "v1.0.0"), match("match", "match")},
 		{"sem_ver v prefix other", "semver-v-prefix-flag", kv("version", "2.0.0"), match("no-match", "no-match")},
@@ -182,18 +182,19 @@ func TestResolve(t *testing.T) {
 
 		{"and guards sem_ver: missing", "guarded-semver-flag", nil, match("old", "old")},
 		{"and guards sem_ver: new", "guarded-semver-flag", kv("version", "2.1.0"), match("new", "new")},
-		{"and guards sem_ver: invalid", "guarded-semver-flag", kv("version", "garbage"), dflt("fallback", "fallback")},
+		// flagd's operations return null on bad input, and null is false.
+		{"and guards sem_ver: invalid", "guarded-semver-flag", kv("version", "garbage"), match("old", "old")},
 		{"branch not taken is not evaluated", "untaken-branch-error-flag", kv("tier", "stable"), match("stable", "stable")},
 		{"branch taken fails", "untaken-branch-error-flag", kv("tier", "beta"), dflt("fallback", "fallback")},
 		{"or short-circuits", "or-flag", kv("a", 1), match("yes", "yes")},
 		{"or second operand", "or-flag", map[string]any{"a": 2, "b": "xyz"}, match("yes", "yes")},
-		{"or operand fails", "or-flag", kv("a", 2), dflt("no", "no")},
+		{"or operand fails", "or-flag", kv("a", 2), match("no", "no")},
 		{"boolean result names variant true", "boolean-targeting-flag", kv("country", "DE"), match(int64(1), "true")},
 		{"boolean result names variant false", "boolean-targeting-flag", kv("country", "US"), match(int64(0), "false")},
 		{"result is not a variant", "unknown-variant-flag", kv("pick", "c"), failure(openfeature.GeneralCode)},
 		{"result is a variant", "unknown-variant-flag", kv("pick", "b"), match("b", "b")},
 		{"result is null", "unknown-variant-flag", nil, dflt("a", "a")},
-		{"jsonlogic type error", "type-error-flag", kv("n", 5), failure(openfeature.ParseErrorCode)},
+		{"in on a number is an evaluation error", "type-error-flag", kv("n", 5), failure(openfeature.GeneralCode)},
 		{"object by targeting", "object-targeting-flag", kv("upstream", "payments"), match(map[string]any{"base": "100ms", "maxAttempts": 6.0}, "slow")},
 		{"context ints and typed slices", "boolean-targeting-flag", map[string]any{"country": "FR", "ids": []string{"a"}, "n": int64(3)}, match(int64(1), "true")},
 	}
@@ -261,7 +262,8 @@ func TestFastSplitMatchesJsonLogic(t *testing.T) {
 		for i := range 2000 {
 			ctx := tk("subject-" + strconv.Itoa(i))
 			fast := set.Resolve(key, ctx, testNow)
-			slow, err := f.evaluate(ctx, testNow)
+			e := &env{root: evaluationData(key, ctx, testNow)}
+			slow, err := f.rule.eval(e.root, e)
 			if err != nil || fast.Variant != slow {
 				t.Fatalf("flag %s, %v: fast path %q, JsonLogic %v (%v)", key, ctx, fast.Variant, slow, err)
 			}

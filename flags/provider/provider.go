@@ -2,8 +2,20 @@
 // evaluates a flagd flag file in process with flagd's semantics (see
 // package eval). It watches the file and reloads it within a second of a
 // change, emitting PROVIDER_CONFIGURATION_CHANGED with the changed flag
-// keys; a broken file emits PROVIDER_ERROR and the last good flags keep
-// being served until the file is fixed.
+// keys; a file that cannot be read or parsed emits PROVIDER_ERROR and the
+// last good flags keep being served until the file is fixed.
+//
+// Like flagd, the provider judges each flag on its own: the valid flags of a
+// partly invalid file are served; a flag that is invalid (a bad state,
+// variants or default variant, an unknown operator, a $ref to no evaluator)
+// keeps its last good version where there is one and otherwise resolves to
+// PARSE_ERROR. Invalid flags are logged, exported as
+// tailguard_flag_provider_invalid_flag{flag} when a Registerer is given,
+// announced in the PROVIDER_CONFIGURATION_CHANGED event's metadata under
+// "invalidFlags", and listed by InvalidFlags. Schema findings inside a
+// targeting rule that still compiles (an operator's arguments of the wrong
+// shape) are served as flagd serves them: the operator judges its input at
+// evaluation time.
 package provider
 
 import (
@@ -13,9 +25,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +37,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/open-feature/go-sdk/openfeature"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/flags/eval"
@@ -57,6 +72,8 @@ type Config struct {
 	Resync time.Duration
 	// Now is the clock behind $flagd.timestamp; defaults to time.Now.
 	Now func() time.Time
+	// Registerer, if set, receives tailguard_flag_provider_invalid_flag.
+	Registerer prometheus.Registerer
 }
 
 // Provider is an openfeature.FeatureProvider, StateHandler,
@@ -70,8 +87,10 @@ type Provider struct {
 	resync    time.Duration
 	now       func() time.Time
 
-	set    atomic.Pointer[eval.Set]
-	events chan openfeature.Event
+	set     atomic.Pointer[eval.Set]
+	invalid atomic.Pointer[map[string]string]
+	events  chan openfeature.Event
+	metric  *prometheus.GaugeVec // nil without a Registerer
 
 	mu     sync.Mutex // guards cancel and done
 	cancel context.CancelFunc
@@ -136,7 +155,25 @@ func New(cfg Config) (*Provider, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	if cfg.Registerer != nil {
+		p.metric = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailguard_flag_provider_invalid_flag",
+			Help: "1 for each flag of the flag file that is invalid; it keeps its last good version or resolves to PARSE_ERROR.",
+		}, []string{"flag"})
+		if err := cfg.Registerer.Register(p.metric); err != nil {
+			return nil, fmt.Errorf("provider: register metrics: %w", err)
+		}
+	}
 	return p, nil
+}
+
+// InvalidFlags returns the flags of the current file that are invalid,
+// with the reason (and whether the last good version is served), or nil.
+func (p *Provider) InvalidFlags() map[string]string {
+	if m := p.invalid.Load(); m != nil {
+		return maps.Clone(*m)
+	}
+	return nil
 }
 
 // Metadata returns the provider's name.
@@ -300,17 +337,31 @@ func (p *Provider) reload(ctx context.Context, notify bool) error {
 		return nil
 	}
 	p.lastSum, p.haveSum = sum, true
-	doc, err := p.validator.Parse(data)
+	doc, problems, err := p.validator.ParseEach(data)
 	if err != nil {
 		err = fmt.Errorf("flag file %s: %w", p.path, err)
 		p.failed(ctx, err, notify)
 		return err
 	}
-	set, err := eval.Compile(doc)
+	invalid := map[string]string{}
+	for _, pr := range problems {
+		if pr.Flag == "" || strings.HasPrefix(pr.Field, "targeting") {
+			p.log.Debug("flag file: served despite a schema finding, as flagd does", "path", p.path, "problem", pr.String())
+			continue
+		}
+		invalid[pr.Flag] = joinReason(invalid[pr.Flag], pr.Message)
+	}
+	set, err := eval.CompileEach(doc, invalid)
 	if err != nil {
 		p.failed(ctx, err, notify)
 		return err
 	}
+	broken := set.Broken()
+	set, kept := set.Keep(p.set.Load(), slices.Sorted(maps.Keys(broken)))
+	for _, k := range kept {
+		broken[k] += " (serving its last good version)"
+	}
+	p.reportInvalid(broken)
 	old := p.set.Swap(set)
 	recovered := !p.healthy
 	p.healthy, p.lastProblem = true, ""
@@ -329,18 +380,62 @@ func (p *Provider) reload(ctx context.Context, notify bool) error {
 			},
 		})
 	}
-	if len(changed) > 0 {
+	if len(changed) > 0 || len(broken) > 0 {
+		md := map[string]any{"revision": set.Revision()}
+		msg := fmt.Sprintf("flag file reloaded at revision %d", set.Revision())
+		if len(broken) > 0 {
+			keys := slices.Sorted(maps.Keys(broken))
+			md["invalidFlags"] = strings.Join(keys, ",")
+			msg += fmt.Sprintf("; invalid flags: %s", strings.Join(keys, ", "))
+		}
 		p.emit(ctx, openfeature.Event{
 			ProviderName: p.name,
 			EventType:    openfeature.ProviderConfigChange,
 			ProviderEventDetails: openfeature.ProviderEventDetails{
-				Message:       fmt.Sprintf("flag file reloaded at revision %d", set.Revision()),
+				Message:       msg,
 				FlagChanges:   changed,
-				EventMetadata: map[string]any{"revision": set.Revision()},
+				EventMetadata: md,
 			},
 		})
 	}
 	return nil
+}
+
+func joinReason(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// reportInvalid publishes the invalid flags of the file just loaded and
+// logs those that are newly invalid or invalid for another reason.
+func (p *Provider) reportInvalid(broken map[string]string) {
+	var prev map[string]string
+	if m := p.invalid.Load(); m != nil {
+		prev = *m
+	}
+	for _, k := range slices.Sorted(maps.Keys(broken)) {
+		if prev[k] != broken[k] {
+			p.log.Warn("flag is invalid", "path", p.path, "flag", k, "err", broken[k])
+		}
+	}
+	for k := range prev {
+		if _, still := broken[k]; !still {
+			p.log.Info("flag is valid again", "path", p.path, "flag", k)
+		}
+	}
+	if len(broken) == 0 {
+		p.invalid.Store(nil)
+	} else {
+		p.invalid.Store(&broken)
+	}
+	if p.metric != nil {
+		p.metric.Reset()
+		for k := range broken {
+			p.metric.WithLabelValues(k).Set(1)
+		}
+	}
 }
 
 // failed records a load failure and, once per distinct problem, emits

@@ -13,6 +13,8 @@ import (
 
 	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/open-feature/go-sdk/openfeature/isolated"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tailguard/tailguard/flags"
 )
@@ -56,6 +58,11 @@ func newHarness(t *testing.T, path string, wantInitErr bool) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newHarnessFor(t, p, wantInitErr)
+}
+
+func newHarnessFor(t *testing.T, p *Provider, wantInitErr bool) *harness {
+	t.Helper()
 	h := &harness{
 		api:      isolated.NewAPI(),
 		provider: p,
@@ -67,7 +74,7 @@ func newHarness(t *testing.T, path string, wantInitErr bool) *harness {
 	}
 	ctx := context.Background()
 	t.Cleanup(func() { _ = h.api.Shutdown(ctx) })
-	err = h.api.SetProviderAndWait(ctx, p)
+	err := h.api.SetProviderAndWait(ctx, p)
 	if wantInitErr != (err != nil) {
 		t.Fatalf("SetProviderAndWait error = %v, want error %v", err, wantInitErr)
 	}
@@ -246,10 +253,18 @@ func TestEventsWithoutSDK(t *testing.T) {
 			return openfeature.Event{}
 		}
 	}
+	// A file whose only flag is invalid is still a file: the change is
+	// announced with the invalid flag.
 	writeAtomic(t, path, []byte(`{"flags": {"x": {"state": "ON", "variants": {"a": 1}}}}`))
 	e := next()
+	if e.EventType != openfeature.ProviderConfigChange || e.EventMetadata["invalidFlags"] != "x" ||
+		!strings.Contains(p.InvalidFlags()["x"], `state "ON" is invalid`) {
+		t.Errorf("invalid flag event: %+v (invalid: %v)", e, p.InvalidFlags())
+	}
+	writeAtomic(t, path, []byte(`{"flags": [}`))
+	e = next()
 	if e.EventType != openfeature.ProviderError || e.ErrorCode != openfeature.ParseErrorCode ||
-		!strings.Contains(e.Message, `flag "x": state "ON" is invalid`) || !strings.Contains(e.Message, "serving the last good flags") {
+		!strings.Contains(e.Message, "serving the last good flags") {
 		t.Errorf("broken file event: %+v", e)
 	}
 	if err := os.Remove(path); err != nil {
@@ -267,8 +282,8 @@ func TestEventsWithoutSDK(t *testing.T) {
 	if e.EventType != openfeature.ProviderConfigChange || e.EventMetadata["revision"] != int64(9) {
 		t.Errorf("change event: %+v", e)
 	}
-	// Every fixture flag went away and x appeared.
-	if want := []string{"backoff-constants", "backoff-strategy", "checkout-split", "jitter", "legacy", "max-attempts", "new-checkout", "no-default", "x"}; !slices.Equal(e.FlagChanges, want) {
+	// x became valid.
+	if want := []string{"x"}; !slices.Equal(e.FlagChanges, want) {
 		t.Errorf("FlagChanges %q, want %q", e.FlagChanges, want)
 	}
 }
@@ -319,16 +334,82 @@ func TestReloadEmitsChangedFlags(t *testing.T) {
 	}
 }
 
-func TestBrokenFileKeepsLastGoodFlags(t *testing.T) {
+func TestInvalidFlagKeepsLastGoodVersion(t *testing.T) {
+	path := copyFixture(t)
+	reg := prometheus.NewRegistry()
+	p, err := New(Config{Path: path, Debounce: 20 * time.Millisecond, Resync: -1, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessFor(t, p, false)
+	ctx := context.Background()
+
+	// max-attempts turns invalid; a new flag is invalid from the start; the
+	// other flags stay valid.
+	good, _ := os.ReadFile("testdata/flags.json")
+	bad := strings.Replace(string(good), `"defaultVariant": "six"`, `"defaultVariant": "ten"`, 1)
+	bad = strings.Replace(bad, `"flags": {`, `"flags": {"brand-new": {"state": "ON", "variants": {"a": true}, "defaultVariant": "a"},`, 1)
+	writeAtomic(t, path, []byte(bad))
+	d := h.waitFor(t, openfeature.ProviderConfigChange)
+	if d.EventMetadata["invalidFlags"] != "brand-new,max-attempts" {
+		t.Errorf("event metadata %v, want invalidFlags brand-new,max-attempts", d.EventMetadata)
+	}
+	if h.client.State() != openfeature.ReadyState {
+		t.Errorf("client state %s, want READY: the valid flags are served", h.client.State())
+	}
+	inv := h.provider.InvalidFlags()
+	if m := inv["max-attempts"]; !strings.Contains(m, `defaultVariant "ten" is not a variant`) || !strings.Contains(m, "serving its last good version") {
+		t.Errorf("InvalidFlags[max-attempts] = %q", m)
+	}
+	if m := inv["brand-new"]; !strings.Contains(m, `state "ON" is invalid`) || strings.Contains(m, "last good") {
+		t.Errorf("InvalidFlags[brand-new] = %q", m)
+	}
+	if n, err := h.client.IntValue(ctx, "max-attempts", 1, openfeature.EvaluationContext{}); err != nil || n != 6 {
+		t.Errorf("invalid max-attempts = %d, %v; want its last good 6", n, err)
+	}
+	if v, err := h.client.FloatValue(ctx, "jitter", 1, openfeature.EvaluationContext{}); err != nil || v != 0.2 {
+		t.Errorf("valid jitter = %v, %v", v, err)
+	}
+	if d, err := h.client.BooleanValueDetails(ctx, "brand-new", false, openfeature.EvaluationContext{}); err == nil || d.ErrorCode != openfeature.ParseErrorCode {
+		t.Errorf("never-valid flag: %+v, %v; want PARSE_ERROR", d, err)
+	}
+	want := `
+# HELP tailguard_flag_provider_invalid_flag 1 for each flag of the flag file that is invalid; it keeps its last good version or resolves to PARSE_ERROR.
+# TYPE tailguard_flag_provider_invalid_flag gauge
+tailguard_flag_provider_invalid_flag{flag="brand-new"} 1
+tailguard_flag_provider_invalid_flag{flag="max-attempts"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tailguard_flag_provider_invalid_flag"); err != nil {
+		t.Error(err)
+	}
+
+	// Fixing the file serves the new version and clears the report.
+	fixed := strings.Replace(string(good), `"defaultVariant": "six"`, `"defaultVariant": "three"`, 1)
+	writeAtomic(t, path, []byte(fixed))
+	d = h.waitFor(t, openfeature.ProviderConfigChange)
+	if !slices.Equal(d.FlagChanges, []string{"brand-new", "max-attempts"}) {
+		t.Errorf("FlagChanges after the fix = %q", d.FlagChanges)
+	}
+	if n, _ := h.client.IntValue(ctx, "max-attempts", 1, openfeature.EvaluationContext{}); n != 3 {
+		t.Errorf("after the fix max-attempts = %d, want 3", n)
+	}
+	if inv := h.provider.InvalidFlags(); inv != nil {
+		t.Errorf("InvalidFlags after the fix = %v", inv)
+	}
+	if n := testutil.CollectAndCount(reg, "tailguard_flag_provider_invalid_flag"); n != 0 {
+		t.Errorf("%d invalid-flag series after the fix", n)
+	}
+}
+
+func TestUnparsableFileKeepsLastGoodFlags(t *testing.T) {
 	path := copyFixture(t)
 	h := newHarness(t, path, false)
 	ctx := context.Background()
 
-	broken := []byte(`{"flags": {"max-attempts": {"state": "ENABLED", "defaultVariant": "ten", "variants": {"three": 3}}}}`)
-	writeAtomic(t, path, broken)
+	writeAtomic(t, path, []byte(`{"flags": {"max-attempts": `))
 	d := h.waitFor(t, openfeature.ProviderError)
-	if want := `flag "max-attempts": defaultVariant "ten" is not a variant`; !strings.Contains(d.Message, want) {
-		t.Errorf("error message %q does not contain %q", d.Message, want)
+	if !strings.Contains(d.Message, "serving the last good flags") {
+		t.Errorf("error message %q", d.Message)
 	}
 	if h.client.State() != openfeature.ErrorState {
 		t.Errorf("client state %s, want ERROR", h.client.State())
@@ -337,9 +418,6 @@ func TestBrokenFileKeepsLastGoodFlags(t *testing.T) {
 	if err != nil || n != 6 {
 		t.Errorf("with a broken file, max-attempts = %d, %v; want the last good 6", n, err)
 	}
-
-	// Fixing the file recovers, and reports what changed against the last
-	// good flags.
 	fixed, _ := os.ReadFile("testdata/flags.json")
 	fixed = []byte(strings.Replace(string(fixed), `"defaultVariant": "six"`, `"defaultVariant": "three"`, 1))
 	writeAtomic(t, path, fixed)
