@@ -20,6 +20,7 @@ import (
 	"github.com/tailguard/tailguard/controller/policy"
 	"github.com/tailguard/tailguard/detector/promapi"
 	"github.com/tailguard/tailguard/docs"
+	"github.com/tailguard/tailguard/flags/provider"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/webhook"
 )
@@ -136,6 +137,10 @@ func registerAll(t *testing.T, reg prometheus.Registerer) {
 	// detector/promapi: no query is sent.
 	_, err = promapi.New(promapi.Config{URL: "http://127.0.0.1:9090", Registerer: reg})
 	must("promapi.New", err)
+
+	// flags/provider: the service-side provider; nothing is read before Init.
+	_, err = provider.New(provider.Config{Path: "flags.json", Registerer: reg})
+	must("provider.New", err)
 
 	// cmd/tailguard registers the build information with client_golang's
 	// version collector.

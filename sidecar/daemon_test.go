@@ -284,3 +284,30 @@ func TestEncodeLenient(t *testing.T) {
 }
 
 func nan() float64 { var z float64; return z / z }
+
+func TestStatusPageNamesInvalidFlags(t *testing.T) {
+	_, srv, dir := newTestDaemon(t)
+	path := filepath.Join(dir, "flags.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["flags"].(map[string]any)["typo-flag"] = map[string]any{"state": "ON", "variants": map[string]any{"a": true}, "defaultVariant": "a"}
+	b, _ = json.Marshal(doc)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, body := do(t, "GET", srv.URL+"/", "")
+	if code != 200 {
+		t.Fatalf("status page: %d", code)
+	}
+	for _, want := range []string{"typo-flag", `state &#34;ON&#34; is invalid`, "tailguard writes no flag until it is fixed"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/tailguard/tailguard/controller/policy"
 	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/detector/changes"
+	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/status"
 )
@@ -364,7 +365,22 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 func (d *Daemon) flagRows(ctx context.Context, rt *runtime) []status.Flag {
 	snap, err := rt.store.Load(ctx)
 	if err != nil {
-		return []status.Flag{{Key: rt.cfg.FlagFile, State: "unreadable: " + err.Error()}}
+		// An invalid flag is served by the services' providers in its last
+		// good version (or as PARSE_ERROR); tailguard writes nothing until
+		// the file is valid again.
+		var ve *flags.ValidationError
+		if !errors.As(err, &ve) {
+			return []status.Flag{{Key: rt.cfg.FlagFile, State: "unreadable: " + err.Error()}}
+		}
+		rows := []status.Flag{{Key: rt.cfg.FlagFile, State: "invalid: tailguard writes no flag until it is fixed"}}
+		for _, p := range ve.Problems {
+			key := p.Flag
+			if key == "" {
+				key = rt.cfg.FlagFile
+			}
+			rows = append(rows, status.Flag{Key: key, State: "invalid: " + p.Message})
+		}
+		return rows
 	}
 	var out []status.Flag
 	for _, svc := range rt.cfg.Policy.Services {

@@ -222,7 +222,7 @@ func newShop(ctx context.Context, cfg config, log *slog.Logger) (*shop, error) {
 // flags. A missing or broken flag file is an error at start: there is no
 // last good policy to keep yet.
 func (s *shop) bindFlags(ctx context.Context) error {
-	p, err := provider.New(provider.Config{Path: s.cfg.FlagFile, Logger: s.log.With("component", "flags")})
+	p, err := provider.New(provider.Config{Path: s.cfg.FlagFile, Logger: s.log.With("component", "flags"), Registerer: s.reg})
 	if err != nil {
 		return err
 	}

@@ -7,39 +7,67 @@
 // A Set is compiled once per flag-file version and is immutable, so any
 // number of goroutines may evaluate it concurrently.
 //
-// Semantics, as flagd's current in-process evaluators and its conformance
-// suite (flagd-testbed) define them:
+// What it follows: flagd's specification and its conformance suite
+// (flagd-testbed 3.9.0, every evaluator scenario of the current fractional
+// hashing), and where those leave a behaviour open, flagd's JavaScript
+// evaluator @openfeature/flagd-core 4.0.1 on json-logic-engine 5.0.7, which
+// a differential test compares it with. In particular:
 //
 //   - A missing flag is FLAG_NOT_FOUND; a DISABLED flag resolves to the
-//     caller's default with reason DISABLED.
-//   - Without targeting (absent or {}), the default variant is served with
-//     reason STATIC; without a default variant (null or absent) the caller's
-//     default is served with reason DEFAULT.
-//   - Targeting is JsonLogic with flagd's "$flagd.flagKey" and
-//     "$flagd.timestamp" in the data and "$ref" to shared "$evaluators". A
-//     string result names the variant (booleans and numbers by their JSON
-//     text) with reason TARGETING_MATCH; null falls back to the default
-//     variant (or the caller's default) with reason DEFAULT; a name that is
-//     not a variant is GENERAL; a JsonLogic failure is PARSE_ERROR, as is a
-//     $ref that cannot be resolved.
+//     caller's default with reason DISABLED. Without targeting (absent or
+//     {}) the default variant is served with reason STATIC; without a
+//     default variant (null, absent or "") the caller's default, reason
+//     DEFAULT.
+//   - Targeting sees the context plus "$flagd.flagKey" and
+//     "$flagd.timestamp"; "$ref" names a shared evaluator. Any result names
+//     a variant by its JavaScript string form (true, 1, "x") with reason
+//     TARGETING_MATCH; null falls back to the default variant (or the
+//     caller's default) with reason DEFAULT; a name that is not a variant
+//     is GENERAL.
+//   - An unknown operation, an object with several keys, a $ref to no
+//     evaluator, or a sub-rule on constants that fails (it is evaluated
+//     when the rule compiles) is PARSE_ERROR. A failure while evaluating
+//     (arithmetic on a non-number, a comparison of a number with a
+//     non-numeric string, "in" on a number) is GENERAL.
+//   - Comparisons: "===" and "!==" compare type and value; the others
+//     compare two strings (or nulls) as strings and everything else as
+//     numbers, failing when a side is not numeric; null equals 0. As in the
+//     reference's compiled rules, an operand read by "var", "and" or "or"
+//     on the right-hand side is checked only against itself, so
+//     {"==": ["x", {"var": "n"}]} with n = 0 is false where
+//     {"==": [{"var": "n"}, "x"]} fails.
+//   - Below an "if" of fewer than three arguments the reference's
+//     interpreter applies, and so here: comparisons check both sides, "cat"
+//     skips nulls, "all" of null is false, "var" returns a null it finds,
+//     "/" accepts "0" as divisor, one-element argument lists of "+", "-",
+//     "!", "!!" and "cat" are their argument.
+//   - Truthiness is JavaScript's, except that [] and {} are false. "in" is
+//     strict membership in an array or substring search in a string. "cat"
+//     joins JavaScript string forms: null is "null", numbers as JavaScript
+//     prints them, arrays joined by commas. "var" paths split at dots (a
+//     backslash escapes one), index arrays and strings, and fall back to
+//     the default on null.
+//   - flagd's operations return null on input they cannot use, which a
+//     condition takes as false: fractional without a string bucketing value
+//     and without a targeting key, with a weight that is not an integer, or
+//     with all weights zero; sem_ver with other than three arguments, an
+//     unknown operator or a version it cannot read; starts_with and
+//     ends_with on non-strings.
 //   - fractional uses flagd's high-precision bucketing (32-bit MurmurHash3
-//     of the bucketing value, (hash * total weight) >> 32), bucketing by
-//     flag key + targeting key by default, with integer weights (computed
-//     weights allowed; negatives count as zero), variant names and weights
-//     that may be expressions, and non-string variants.
-//   - sem_ver accepts "=", "!=", "<", "<=", ">", ">=", "^", "~", an optional
-//     "v" prefix and partial versions, and ignores build metadata.
-//   - When fractional, sem_ver, starts_with or ends_with get input they
-//     cannot use, the evaluation resolves to the default variant with
-//     reason DEFAULT (flagd's "operators return null" rule) instead of
-//     taking another branch on a null condition. "if", "and" and "or"
-//     evaluate lazily so that a failing operation in a branch not taken
-//     does not count.
+//     of the UTF-8 bucketing value, (hash * total weight) >> 32), bucketing
+//     by flag key + targeting key by default, negative weights counting as
+//     zero, variant names and weights that may be expressions.
+//   - sem_ver reads any value by its string form (numbers included), strips
+//     one "v" or "V", completes "1" and "1.2" with zeros, accepts "=", "!=",
+//     "<", "<=", ">", ">=", "^" (same major) and "~" (same major and minor),
+//     orders pre-releases below releases and ignores build metadata.
 //
-// Not implemented: flagd's deprecated "fractionalEvaluation" and newer
-// operations outside flagd's published targeting schema (for example
-// "rollout" and string casing); flagd selectors and multiple flag sources;
-// TYPE_MISMATCH coercion beyond lossless integer/float conversion.
+// Not followed: flagd's deprecated "fractionalEvaluation" and the legacy
+// float bucketing; operations outside flagd's published targeting schema;
+// flagd selectors and multiple sources; var's "../" scope climbing; the
+// reference hashes a non-ASCII bucketing value as UTF-16 code units where
+// flagd's Go evaluator (and this one) hashes UTF-8 bytes; an integer
+// request for a fractional number is TYPE_MISMATCH (flagd truncates).
 package eval
 
 import (

@@ -40,9 +40,15 @@ type node interface {
 // env is what one evaluation shares: the root data (for $flagd and
 // targetingKey, which custom operations read whatever the iteration scope)
 // and the reason the last custom operation returned null.
+//
+// interpreted is set below an "if" with fewer than three arguments: the
+// reference compiles rules to JavaScript but hands such an "if" to its
+// interpreter, whose comparisons, "cat", "all" and "var" differ in detail
+// from the compiled forms.
 type env struct {
-	root   map[string]any
-	detail string
+	root        map[string]any
+	detail      string
+	interpreted bool
 }
 
 type literal struct{ v any }
@@ -75,7 +81,25 @@ type operation struct {
 	fn     opFunc
 }
 
-func (o *operation) eval(ctx any, e *env) (any, error) { return o.fn(o.args, o.single, ctx, e) }
+func (o *operation) eval(ctx any, e *env) (any, error) {
+	if e.interpreted && len(o.args) == 1 && unaryOptimized(o.name) {
+		if _, isList := o.args[0].(list); !isList {
+			return o.fn(o.args, true, ctx, e)
+		}
+	}
+	return o.fn(o.args, o.single, ctx, e)
+}
+
+// unaryOptimized names the operations whose one-element argument list the
+// reference's interpreter treats as the argument itself ({"-": [x]} is
+// {"-": x}, so an x that is an array becomes the argument list).
+func unaryOptimized(name string) bool {
+	switch name {
+	case "+", "-", "!", "!!", "cat":
+		return true
+	}
+	return false
+}
 
 // compileLogic turns a decoded rule into a node tree. An object with one key
 // is an operation; an object with several keys, or with an unknown
@@ -127,10 +151,60 @@ func compileLogic(rule any) (node, error) {
 				}
 				op.args, op.single = []node{n}, true
 			}
-			return op, nil
+			if !deterministic(op, false) {
+				return op, nil
+			}
+			// The reference evaluates a sub-rule that reads no data while
+			// it compiles, with its interpreter: a failure there makes the
+			// whole rule invalid.
+			v, err := op.eval(map[string]any{}, &env{root: map[string]any{}, interpreted: true})
+			if err != nil {
+				return nil, fmt.Errorf("%w: %q on constants: %v", errConstantRule, name, err)
+			}
+			return literal{v: v}, nil
 		}
 	}
 	return literal{v: rule}, nil
+}
+
+// errConstantRule is returned by compileLogic for a sub-rule on constants
+// that fails; flagd reports the flag as PARSE_ERROR.
+var errConstantRule = errors.New("invalid rule")
+
+// deterministic reports whether a rule reads no evaluation data (and calls
+// no flagd operation), as json-logic-engine's isDeterministic: var is data
+// except inside an iteration's mapper.
+func deterministic(n node, inIteration bool) bool {
+	switch x := n.(type) {
+	case literal:
+		return true
+	case list:
+		for _, e := range x {
+			if !deterministic(e, inIteration) {
+				return false
+			}
+		}
+		return true
+	case *operation:
+		switch x.name {
+		case "var":
+			return inIteration
+		case "missing":
+			return !x.single && len(x.args) == 0
+		case "missing_some", opFractional, opSemVer, opStartsWith, opEndsWith:
+			return false
+		case "map", "filter", "all", "some", "none", "reduce":
+			if x.single || len(x.args) == 0 {
+				return deterministic(list(x.args), inIteration)
+			}
+			if !deterministic(x.args[0], inIteration) {
+				return false
+			}
+			return deterministic(list(x.args[1:]), true)
+		}
+		return deterministic(list(x.args), inIteration)
+	}
+	return false
 }
 
 // operation returns the implementation of a flagd targeting operation.
@@ -326,12 +400,31 @@ func opVar(args []node, single bool, ctx any, e *env) (any, error) {
 	}
 	v := ctx
 	for _, p := range splitPath(path) {
-		v = property(v, p)
 		if v == nil {
-			break
+			return def, nil
 		}
+		next, found := lookup(v, p)
+		if !found {
+			return def, nil
+		}
+		v = next
+	}
+	if e.interpreted {
+		// The interpreter returns a null it finds; compiled rules use ??.
+		return v, nil
 	}
 	return orDefault(v, def), nil
+}
+
+// lookup is property with JavaScript's distinction between a null member
+// and a missing one.
+func lookup(v any, name string) (any, bool) {
+	if m, ok := v.(map[string]any); ok {
+		x, found := m[name]
+		return x, found
+	}
+	x := property(v, name)
+	return x, x != nil
 }
 
 func orDefault(v, def any) any {
@@ -416,7 +509,8 @@ func missing(keys []any, ctx any) []any {
 				found = false
 				break
 			}
-			if v = property(v, p); v == nil {
+			var ok bool
+			if v, ok = lookup(v, p); !ok {
 				found = false
 				break
 			}
@@ -456,6 +550,10 @@ func opIfThen(args []node, single bool, ctx any, e *env) (any, error) {
 	n := len(args)
 	if n == 0 {
 		return nil, nil
+	}
+	if n < 3 && !e.interpreted {
+		e.interpreted = true
+		defer func() { e.interpreted = false }()
 	}
 	if n == 1 {
 		return args[0].eval(ctx, e)
@@ -518,12 +616,24 @@ func comparator(kind cmpKind) opFunc {
 		if err != nil {
 			return nil, err
 		}
+		if e.interpreted {
+			return compareInterpreted(kind, prev, args[1:], ctx, e)
+		}
 		for _, a := range args[1:] {
 			cur, err := a.eval(ctx, e)
 			if err != nil {
 				return nil, err
 			}
-			ok, err := compare(kind, prev, cur)
+			// The reference checks each operand against the one before it,
+			// except that an operand read by var, and or or is checked
+			// against itself (its compiled form overwrites the variable
+			// holding the previous operand); the comparison then takes
+			// JavaScript's loose equality or ordering.
+			against := prev
+			if clobbersPrevious(a) {
+				against = cur
+			}
+			ok, err := compare(kind, prev, cur, against)
 			if err != nil || !ok {
 				return false, err
 			}
@@ -531,6 +641,64 @@ func comparator(kind cmpKind) opFunc {
 		}
 		return true, nil
 	}
+}
+
+// compareInterpreted is the interpreter's comparison, pair by pair
+// (a < b < c is a < b and b < c): two strings (or nulls) compare as they
+// are; otherwise both sides must be numbers and compare as numbers.
+func compareInterpreted(kind cmpKind, first any, rest []node, ctx any, e *env) (any, error) {
+	prev := first
+	for _, a := range rest {
+		cur, err := a.eval(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := comparePair(kind, prev, cur)
+		if err != nil || !ok {
+			return false, err
+		}
+		prev = cur
+	}
+	return true, nil
+}
+
+func comparePair(kind cmpKind, a, b any) (bool, error) {
+	switch kind {
+	case cmpStrictEq:
+		return strictEqual(a, b), nil
+	case cmpStrictNe:
+		return !strictEqual(a, b), nil
+	}
+	if !(isStringOrNull(a) && isStringOrNull(b)) {
+		na, err := precoerce(a)
+		if err != nil {
+			return false, err
+		}
+		if math.IsNaN(na) {
+			return false, errorf("%s is not a number", describe(a))
+		}
+		nb, err := precoerce(b)
+		if err != nil {
+			return false, err
+		}
+		if math.IsNaN(nb) && a != nil {
+			return false, errorf("%s is not a number", describe(b))
+		}
+		a, b = na, nb
+	}
+	switch kind {
+	case cmpEq:
+		return looseEqual(a, b), nil
+	case cmpNe:
+		return !looseEqual(a, b), nil
+	}
+	c, ok := looseOrder(a, b)
+	return ok && compareOrdered(kind, c), nil
+}
+
+func clobbersPrevious(n node) bool {
+	op, ok := n.(*operation)
+	return ok && (op.name == "var" || op.name == "and" || op.name == "or")
 }
 
 func isStringOrNull(v any) bool {
@@ -541,44 +709,142 @@ func isStringOrNull(v any) bool {
 	return false
 }
 
-// compare applies one comparison as json-logic-engine does: strict
-// equality compares type and value; two strings (or nulls) compare as
-// JavaScript does; anything else compares numerically and is an error when
-// either side is not a number (a non-numeric string, an array, an object).
-func compare(kind cmpKind, a, b any) (bool, error) {
+// compare applies one comparison of a and b as json-logic-engine's
+// compiled rules do: strict equality compares type and value; otherwise b
+// is first checked against against (compareCheck: an error when either is
+// not a number unless both are strings or null), then a and b compare with
+// JavaScript's loose semantics.
+func compare(kind cmpKind, a, b, against any) (bool, error) {
 	switch kind {
 	case cmpStrictEq:
 		return strictEqual(a, b), nil
 	case cmpStrictNe:
 		return !strictEqual(a, b), nil
 	}
-	if isStringOrNull(a) && isStringOrNull(b) {
-		sa, aok := a.(string)
-		sb, bok := b.(string)
-		switch {
-		case aok && bok:
-			return compareOrdered(kind, strings.Compare(sa, sb)), nil
-		case kind == cmpEq:
-			return a == nil && b == nil, nil
-		case kind == cmpNe:
-			return !(a == nil && b == nil), nil
-		}
-		// Relational with a null: both sides as numbers (null is 0).
-		na, nb := jsToNumber(a), jsToNumber(b)
-		if math.IsNaN(na) || math.IsNaN(nb) {
-			return false, nil
-		}
-		return compareOrdered(kind, cmpFloat(na, nb)), nil
-	}
-	na, err := toNumber(a)
+	b, err := compareCheck(b, against)
 	if err != nil {
 		return false, err
 	}
-	nb, err := toNumber(b)
-	if err != nil {
-		return false, err
+	switch kind {
+	case cmpEq:
+		return looseEqual(a, b), nil
+	case cmpNe:
+		return !looseEqual(a, b), nil
 	}
-	return compareOrdered(kind, cmpFloat(na, nb)), nil
+	c, ok := looseOrder(a, b)
+	if !ok {
+		return false, nil
+	}
+	return compareOrdered(kind, c), nil
+}
+
+// compareCheck is json-logic-engine's compareCheck(item, prev).
+func compareCheck(item, prev any) (any, error) {
+	if isStringOrNull(item) && isStringOrNull(prev) {
+		return item, nil
+	}
+	ni, err := precoerce(item)
+	if err != nil {
+		return nil, err
+	}
+	if math.IsNaN(ni) && prev != nil {
+		return nil, errorf("%s is not a number", describe(item))
+	}
+	np, err := precoerce(prev)
+	if err != nil {
+		return nil, err
+	}
+	if math.IsNaN(np) {
+		return nil, errorf("%s is not a number", describe(prev))
+	}
+	if prev == nil && !jsTruthy(item) {
+		return nil, nil
+	}
+	if item == nil && !jsTruthy(prev) {
+		return 0.0, nil
+	}
+	return item, nil
+}
+
+// precoerce is +precoerceNumber(v): an error for arrays and objects,
+// Number(v) otherwise.
+func precoerce(v any) (float64, error) {
+	switch v.(type) {
+	case []any, map[string]any:
+		return 0, errorf("%s is not a number", describe(v))
+	}
+	return jsToNumber(v), nil
+}
+
+// toPrimitive is JavaScript's ToPrimitive for JSON values: arrays and
+// objects become their string form.
+func toPrimitive(v any) any {
+	switch v.(type) {
+	case []any, map[string]any:
+		return jsString(v)
+	}
+	return v
+}
+
+// looseEqual is JavaScript's == on JSON values (no undefined).
+func looseEqual(a, b any) bool {
+	_, aObj := a.([]any)
+	_, bObj := b.([]any)
+	if _, ok := a.(map[string]any); ok {
+		aObj = true
+	}
+	if _, ok := b.(map[string]any); ok {
+		bObj = true
+	}
+	switch {
+	case a == nil || b == nil:
+		return a == nil && b == nil
+	case aObj && bObj:
+		return false // distinct objects
+	case aObj:
+		a = toPrimitive(a)
+	case bObj:
+		b = toPrimitive(b)
+	}
+	if sa, ok := a.(string); ok {
+		if sb, ok := b.(string); ok {
+			return sa == sb
+		}
+	}
+	if ba, ok := a.(bool); ok {
+		if bb, ok := b.(bool); ok {
+			return ba == bb
+		}
+	}
+	na, nb := jsToNumber(a), jsToNumber(b)
+	return na == nb
+}
+
+// looseOrder is the comparison behind JavaScript's <, <=, > and >=: two
+// strings compare by code units, anything else as numbers; ok is false
+// when either side is NaN (every ordering is then false).
+func looseOrder(a, b any) (int, bool) {
+	a, b = toPrimitive(a), toPrimitive(b)
+	if sa, ok := a.(string); ok {
+		if sb, ok := b.(string); ok {
+			return compareUTF16(sa, sb), true
+		}
+	}
+	na, nb := jsToNumber(a), jsToNumber(b)
+	if math.IsNaN(na) || math.IsNaN(nb) {
+		return 0, false
+	}
+	return cmpFloat(na, nb), true
+}
+
+func compareUTF16(a, b string) int {
+	ua, ub := utf16.Encode([]rune(a)), utf16.Encode([]rune(b))
+	for i := 0; i < len(ua) && i < len(ub); i++ {
+		if ua[i] != ub[i] {
+			return cmpFloat(float64(ua[i]), float64(ub[i]))
+		}
+	}
+	return cmpFloat(float64(len(ua)), float64(len(ub)))
 }
 
 func cmpFloat(a, b float64) int {
@@ -749,11 +1015,17 @@ func arithmetic(op byte) opFunc {
 				nums = []float64{1, nums[0]}
 			}
 			res = nums[0]
-			for _, n := range nums[1:] {
-				if n == 0 {
+			for i, n := range nums[1:] {
+				// Compiled rules refuse a divisor that is 0 as a number; the
+				// interpreter one that is falsy as a value ("0" divides, to
+				// an infinity it refuses only when positive).
+				if (!e.interpreted && n == 0) || (e.interpreted && !jsTruthy(vals[i+1])) {
 					return nil, errorf("/: division by zero")
 				}
 				res /= n
+			}
+			if e.interpreted && math.IsInf(res, 1) {
+				return nil, errorf("/: the result is infinite")
 			}
 		case '%':
 			if len(nums) < 2 {
@@ -821,8 +1093,31 @@ func opIn(args []any, _ any, _ *env) (any, error) {
 // opCat concatenates as JavaScript's string "+": null is "null", numbers
 // in JavaScript's notation, arrays joined by commas.
 func opCat(args []node, single bool, ctx any, e *env) (any, error) {
-	if single {
-		if l, ok := args[0].(literal); ok {
+	if single && e.interpreted {
+		// The interpreter passes the value itself: a string as it is,
+		// an array joined without its nulls, anything else by its string
+		// form (null has none: an error).
+		v, err := args[0].eval(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		switch x := v.(type) {
+		case nil:
+			return nil, errorf("cat: null has no string form")
+		case []any:
+			var b strings.Builder
+			for _, it := range x {
+				if it != nil {
+					b.WriteString(jsString(it))
+				}
+			}
+			return b.String(), nil
+		default:
+			return jsString(x), nil
+		}
+	}
+	if single || e.interpreted {
+		if l, ok := args[0].(literal); ok && single {
 			return jsString(l.v), nil
 		}
 		vals, err := evalArgs(args, single, ctx, e)
@@ -917,16 +1212,26 @@ func iterate(kind string) opFunc {
 			return nil, err
 		}
 		var items []any
-		switch x := sel.(type) {
-		case []any:
-			items = x
-		default:
-			if jsTruthy(sel) {
-				return nil, errorf("%s: %s is not an array", kind, describe(sel))
+		arr, isArr := sel.([]any)
+		str, isStr := sel.(string)
+		lenient := e.interpreted && kind != "map" && kind != "filter"
+		switch {
+		case isArr:
+			items = arr
+		case isStr && lenient:
+			// The interpreter's some, all and none index into anything
+			// with a length: a string's characters.
+			for _, u := range utf16.Encode([]rune(str)) {
+				items = append(items, string(utf16.Decode([]uint16{u})))
 			}
+		case jsTruthy(sel) && !lenient:
+			return nil, errorf("%s: %s is not an array", kind, describe(sel))
 		}
-		if kind == "all" && sel != nil && len(items) == 0 {
-			if _, isArr := sel.([]any); isArr {
+		if kind == "all" && len(items) == 0 {
+			// Compiled, "all" of an empty array is false and of null true;
+			// the interpreter finds an empty array and null false and other
+			// values without a length true.
+			if isArr || (e.interpreted && !jsTruthy(sel)) {
 				return false, nil
 			}
 		}
@@ -1030,7 +1335,7 @@ func jsString(v any) string {
 }
 
 // jsNumberString is JavaScript's Number.prototype.toString(): the shortest
-// decimal that round-trips, in plain notation from 1e-7 to 1e21 and in
+// decimal that round-trips, in plain notation from 1e-6 to 1e21 and in
 // exponent notation ("1e+21", "1.5e-7") outside.
 func jsNumberString(f float64) string {
 	switch {
@@ -1044,7 +1349,7 @@ func jsNumberString(f float64) string {
 		return "0"
 	}
 	a := math.Abs(f)
-	if a >= 1e-7 && a < 1e21 {
+	if a >= 1e-6 && a < 1e21 {
 		return strconv.FormatFloat(f, 'f', -1, 64)
 	}
 	s := strconv.FormatFloat(f, 'e', -1, 64)

@@ -102,6 +102,7 @@ type Provider struct {
 	haveSum     bool
 	healthy     bool
 	lastProblem string
+	warned      map[string]bool // findings already logged
 }
 
 var (
@@ -345,11 +346,17 @@ func (p *Provider) reload(ctx context.Context, notify bool) error {
 	}
 	invalid := map[string]string{}
 	for _, pr := range problems {
-		if pr.Flag == "" || strings.HasPrefix(pr.Field, "targeting") {
-			p.log.Debug("flag file: served despite a schema finding, as flagd does", "path", p.path, "problem", pr.String())
+		if pr.Flag != "" && !servable(doc.Flags[pr.Flag]) {
+			invalid[pr.Flag] = joinReason(invalid[pr.Flag], pr.Message)
 			continue
 		}
-		invalid[pr.Flag] = joinReason(invalid[pr.Flag], pr.Message)
+		if !p.warned[pr.String()] {
+			p.log.Warn("flag file: served despite a finding, as flagd serves it", "path", p.path, "problem", pr.String())
+		}
+	}
+	p.warned = map[string]bool{}
+	for _, pr := range problems {
+		p.warned[pr.String()] = true
 	}
 	set, err := eval.CompileEach(doc, invalid)
 	if err != nil {
@@ -399,6 +406,24 @@ func (p *Provider) reload(ctx context.Context, notify bool) error {
 		})
 	}
 	return nil
+}
+
+// servable reports whether a flag with validation findings can still be
+// served, as flagd serves it: what flagd refuses is a flag without a valid
+// state, without variants, or whose default variant is not one of them.
+// Schema findings elsewhere (metadata types, variants of mixed types, the
+// shape of an operator's arguments) are served; the typed evaluation and
+// the operators judge them at evaluation time.
+func servable(f *flags.Flag) bool {
+	if f == nil || (f.State != flags.StateEnabled && f.State != flags.StateDisabled) || len(f.Variants) == 0 {
+		return false
+	}
+	if dv, ok := f.Default(); ok && dv != "" {
+		if _, exists := f.Variants[dv]; !exists {
+			return false
+		}
+	}
+	return true
 }
 
 func joinReason(a, b string) string {
