@@ -356,17 +356,24 @@ func TestDashboards(t *testing.T) {
 }
 
 // TestDashboardsShowTheirMetrics requires the health dashboard to show every
-// tailguard_* metric and the service dashboard every backoff_* metric, so a
+// tailguard_* metric of the sidecar and the service dashboard every backoff_*
+// metric and the service-side flag provider's tailguard_flag_provider_*, so a
 // metric added to the catalogue is not forgotten on the dashboards.
 func TestDashboardsShowTheirMetrics(t *testing.T) {
 	cat, err := docs.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for file, prefix := range map[string]string{
-		"tailguard-health.json":  "tailguard_",
-		"tailguard-service.json": "backoff_",
-	} {
+	const serviceSide = "tailguard_flag_provider_"
+	owns := map[string]func(string) bool{
+		"tailguard-health.json": func(n string) bool {
+			return strings.HasPrefix(n, "tailguard_") && !strings.HasPrefix(n, serviceSide)
+		},
+		"tailguard-service.json": func(n string) bool {
+			return strings.HasPrefix(n, "backoff_") || strings.HasPrefix(n, serviceSide)
+		},
+	}
+	for file, owned := range owns {
 		data, err := fs.ReadFile(FS(), file)
 		if err != nil {
 			t.Fatal(err)
@@ -392,7 +399,7 @@ func TestDashboardsShowTheirMetrics(t *testing.T) {
 		}
 		walk(d.Panels)
 		for _, m := range cat.Metrics() {
-			if strings.HasPrefix(m.Name, prefix) && !used[m.Name] {
+			if owned(m.Name) && !used[m.Name] {
 				t.Errorf("%s: no panel shows %s", file, m.Name)
 			}
 		}

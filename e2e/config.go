@@ -14,6 +14,13 @@ type Addrs struct {
 	Grafana string
 }
 
+// TemplateData is what the configuration templates of a run see: the
+// addresses, and whether the service exports native histograms only.
+type TemplateData struct {
+	Addrs
+	NativeHistograms bool
+}
+
 // Render executes the text/template file at path with data; a missing key
 // is an error.
 func Render(path string, data any) ([]byte, error) {

@@ -18,8 +18,16 @@ var testAddrs = Addrs{Prometheus: "127.0.0.1:1", Alertmanager: "127.0.0.1:2", Sh
 // loads them, and the flag file is valid: a broken one fails here, in the
 // unit tests, rather than minutes into the end-to-end run.
 func TestRunConfiguration(t *testing.T) {
+	for _, native := range []bool{false, true} {
+		t.Run(map[bool]string{false: "classic", true: "native histograms"}[native], func(t *testing.T) {
+			testRunConfiguration(t, TemplateData{Addrs: testAddrs, NativeHistograms: native})
+		})
+	}
+}
+
+func testRunConfiguration(t *testing.T, data TemplateData) {
 	dir := t.TempDir()
-	b, err := Render("testdata/tailguard.yml.tmpl", testAddrs)
+	b, err := Render("testdata/tailguard.yml.tmpl", data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +46,9 @@ func TestRunConfiguration(t *testing.T) {
 	if len(cfg.Services) != 1 || cfg.Services[0].Name != "shop" {
 		t.Errorf("services = %+v", cfg.Services)
 	}
+	if native := strings.Contains(string(b), "histogram: native"); native != data.NativeHistograms {
+		t.Errorf("native histogram signals %v, want %v", native, data.NativeHistograms)
+	}
 	v, err := flags.NewValidator()
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +58,7 @@ func TestRunConfiguration(t *testing.T) {
 		t.Errorf("flag file: %v", err)
 	}
 
-	pb, err := Render("testdata/prometheus.yml.tmpl", testAddrs)
+	pb, err := Render("testdata/prometheus.yml.tmpl", data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +70,9 @@ func TestRunConfiguration(t *testing.T) {
 		if !strings.Contains(string(pb), want) {
 			t.Errorf("prometheus.yml lacks %s:\n%s", want, pb)
 		}
+	}
+	if native := strings.Contains(string(pb), "scrape_native_histograms: true"); native != data.NativeHistograms {
+		t.Errorf("prometheus.yml scrapes native histograms: %v, want %v", native, data.NativeHistograms)
 	}
 	if _, err := Render("testdata/prometheus.yml.tmpl", struct{}{}); err == nil {
 		t.Error("missing template data accepted")

@@ -80,6 +80,8 @@ retry, policy and build info metrics tailguard reads.`)
 		Default(cfg.Work.Slow.String()).DurationVar(&cfg.Work.Slow)
 	app.Flag("latency.slow-jitter", "Uniform extra latency of the slow path, from 0 to this.").
 		Default(cfg.Work.SlowJitter.String()).DurationVar(&cfg.Work.SlowJitter)
+	app.Flag("histograms", "Forms of http_request_duration_seconds to export: classic+native (both) or native (native buckets only, as a service that has dropped classic buckets).").
+		Default(cfg.Histograms).EnumVar(&cfg.Histograms, histogramsBoth, histogramsNative)
 	app.Flag("load.checkout-rps", "Requests per second shopd sends to its own /checkout (0: none).").
 		Default("0").Float64Var(&cfg.Load.CheckoutRPS)
 	app.Flag("load.search-rps", "Requests per second shopd sends to its own /search (0: none).").

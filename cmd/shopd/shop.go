@@ -64,10 +64,18 @@ type config struct {
 	FlagFile      string
 	InstanceID    string
 	Version       string
-	Payments      paymentsConfig
-	Work          workConfig
-	Load          loadConfig
+	// Histograms is histogramsBoth or histogramsNative.
+	Histograms string
+	Payments   paymentsConfig
+	Work       workConfig
+	Load       loadConfig
 }
+
+// The forms of the request histogram.
+const (
+	histogramsBoth   = "classic+native"
+	histogramsNative = "native"
+)
 
 // paymentsConfig configures the fake payments upstream.
 type paymentsConfig struct {
@@ -96,6 +104,7 @@ func defaultConfig() config {
 		ListenAddress: ":8080",
 		InstanceID:    "shop-0",
 		Version:       "3.0",
+		Histograms:    histogramsBoth,
 		Payments:      paymentsConfig{ListenAddress: "127.0.0.1:0", Latency: 20 * time.Millisecond, FailureRatio: 0.2},
 		Work: workConfig{
 			Base: 10 * time.Millisecond, Jitter: 20 * time.Millisecond,
@@ -112,6 +121,8 @@ func (c config) validate() error {
 		return errors.New("flags.instance-id: required")
 	case c.Version == "":
 		return errors.New("version: required")
+	case c.Histograms != histogramsBoth && c.Histograms != histogramsNative:
+		return fmt.Errorf("histograms: must be %q or %q, got %q", histogramsBoth, histogramsNative, c.Histograms)
 	case !(c.Payments.FailureRatio >= 0 && c.Payments.FailureRatio < 1):
 		return fmt.Errorf("payments.failure-ratio: must be in [0, 1), got %v", c.Payments.FailureRatio)
 	case c.Payments.Latency < 0:
@@ -165,10 +176,14 @@ func newShop(ctx context.Context, cfg config, log *slog.Logger) (*shop, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	buckets := durationBuckets
+	if cfg.Histograms == histogramsNative {
+		buckets = nil // with native buckets configured, nil means no classic buckets
+	}
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:                            "http_request_duration_seconds",
 		Help:                            "Server-side request latency, by endpoint, retry strategy (of /checkout's payments calls) and version.",
-		Buckets:                         durationBuckets,
+		Buckets:                         buckets,
 		NativeHistogramBucketFactor:     1.1,
 		NativeHistogramMaxBucketNumber:  160,
 		NativeHistogramMinResetDuration: time.Hour,
