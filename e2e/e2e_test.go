@@ -30,9 +30,9 @@ import (
 
 // The SLO of /checkout and the queries that watch it from outside.
 const (
-	sloSeconds  = 0.4
+	sloSeconds         = 0.4
 	checkoutP99Classic = `histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="shop",endpoint="/checkout"}[20s])))`
-	alertName   = "TailLatencyBudgetBurn"
+	alertName          = "TailLatencyBudgetBurn"
 )
 
 // The parts of the sidecar's API answers the test reads.
