@@ -714,10 +714,14 @@ func (r *run) webhookFaults(t *testing.T) {
 // noDataReason says why a dashboard query cannot have data in this run, or
 // "" when it must have data.
 func (r *run) noDataReason(key, expr string) string {
-	readsNative := strings.Contains(expr, "histogram_fraction") || key == "tailguard-service.json/p99 latency by endpoint/B"
+	// The catalogue's histograms with both forms, read in their native form.
+	readsNative := !strings.Contains(expr, "_bucket") &&
+		(strings.Contains(expr, "http_request_duration_seconds{") || strings.Contains(expr, "backoff_delay_seconds{"))
 	switch {
 	case r.native && strings.Contains(expr, "http_request_duration_seconds_bucket"):
 		return "classic buckets: the service exports native histograms only"
+	case r.native && strings.Contains(expr, "backoff_delay_seconds_bucket"):
+		return "classic buckets: a Prometheus that scrapes native histograms keeps only the native form of a histogram that has both"
 	case !r.native && readsNative && r.backend == backendVictoriaMetrics:
 		return "native histogram: VictoriaMetrics scrapes the text format, which carries classic buckets only"
 	case !r.native && readsNative:
@@ -725,6 +729,8 @@ func (r *run) noDataReason(key, expr string) string {
 			"the native or the classic form, not both), keeping the classic buckets the SLO rules read"
 	case !r.evaluatesRules() && (strings.Contains(expr, "slo:") || strings.Contains(expr, "ALERTS")):
 		return "recording rules and alerts: " + r.backend + " single-node evaluates no rules (vmalert does)"
+	case !r.evaluatesRules() && (strings.Contains(expr, "tailguard_webhook_") || strings.Contains(expr, "tailguard_alert_triggers_")):
+		return "webhook intake: no alert reaches the sidecar while " + r.backend + " evaluates no rules"
 	}
 	return ""
 }

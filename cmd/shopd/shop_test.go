@@ -117,6 +117,7 @@ func TestConfigValidate(t *testing.T) {
 		{"slow ratio", func(c *config) { c.Work.SlowRatio = 2 }, "latency.slow-ratio"},
 		{"rps", func(c *config) { c.Load.CheckoutRPS = maxRPS + 1 }, "load.checkout-rps"},
 		{"search rps", func(c *config) { c.Load.SearchRPS = -1 }, "load.search-rps"},
+		{"histograms", func(c *config) { c.Histograms = "classic" }, "histograms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -198,6 +199,44 @@ func TestShopServesAndFollowsFlags(t *testing.T) {
 	}
 	if strings.Contains(metrics, `backoff_policy_info{strategy="exponential"}`) {
 		t.Error("the previous strategy is still exported")
+	}
+}
+
+// With --histograms=native the request histogram has native buckets only:
+// the text exposition then carries no classic buckets, the protobuf one a
+// native histogram.
+func TestNativeHistogramsOnly(t *testing.T) {
+	s, _ := newTestShop(t, func(c *config) { c.Histograms = histogramsNative })
+	base := "http://" + s.Addr()
+	if code, _ := get(t, base+endpointCheckout); code != http.StatusOK {
+		t.Fatalf("checkout: %d", code)
+	}
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "http_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if len(h.GetBucket()) != 0 {
+				t.Errorf("classic buckets exported: %v", h.GetBucket())
+			}
+			if h.GetSchema() == 0 && len(h.GetPositiveSpan()) == 0 && h.GetZeroThreshold() == 0 {
+				t.Errorf("no native histogram in %v", h)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("http_request_duration_seconds not gathered")
+	}
+	// The text format shows a native-only histogram as its +Inf bucket.
+	if _, metrics := get(t, base+"/metrics"); strings.Contains(metrics, `le="0.4"`) {
+		t.Error("the text exposition has classic buckets")
 	}
 }
 
