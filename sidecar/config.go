@@ -74,7 +74,7 @@ type WebhookConfig struct {
 	// QueueSize bounds pending triggers; beyond it the webhook answers 503.
 	// Default 64.
 	QueueSize int `yaml:"queue_size"`
-	// MaxBodyBytes bounds one notification. Default 1MiB.
+	// MaxBodyBytes bounds one notification. Default 8 MiB (webhook.DefaultMaxBodyBytes): a whole Alertmanager group of about 70,000 alerts.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// DedupWindow drops repeated firing notifications of one alert. Default
 	// 10m.

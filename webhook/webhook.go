@@ -2,10 +2,11 @@
 // and turns firing alerts into evaluation triggers for the control loop.
 //
 // The receiver is deliberately strict about what it accepts and lenient about
-// load: a malformed payload is answered with 400 and a reason naming the field,
-// a payload over the size limit with 413, and a full intake queue with 503 so
-// that Alertmanager retries later. Nothing a sender does can crash the process
-// or block the handler.
+// load: a body that is not JSON by its Content-Type is answered with 415, a
+// malformed payload with 400 and a reason naming the field, a payload over the
+// size limit with 413, and a full intake queue with 503 and Retry-After so
+// that Alertmanager retries later (the alerts refused are counted as shed).
+// Nothing a sender does can crash the process or block the handler.
 //
 // The payload types are defined here rather than imported from
 // github.com/prometheus/alertmanager: the webhook format is a small, stable,
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"sort"
 	"strings"
@@ -30,8 +32,11 @@ import (
 // Version is the webhook payload version this receiver understands.
 const Version = "4"
 
-// DefaultMaxBodyBytes bounds the size of one notification.
-const DefaultMaxBodyBytes = 1 << 20
+// DefaultMaxBodyBytes bounds the size of one notification. Alertmanager
+// sends a whole alert group in one notification unless the receiver's
+// max_alerts truncates it; 8 MiB holds a group of about 70,000 alerts
+// (a 10,000-alert batch is about 1.1 MB).
+const DefaultMaxBodyBytes = 8 << 20
 
 // Message is the body Alertmanager posts to a webhook receiver.
 type Message struct {
@@ -232,11 +237,11 @@ func New(cfg Config) (*Receiver, error) {
 		seen:  make(map[string]time.Time),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tailguard_webhook_notifications_total",
-			Help: "Alertmanager notifications received, by result (accepted, invalid, too_large, overloaded).",
+			Help: "Alertmanager notifications received, by result (accepted, invalid, unsupported_media_type, too_large, overloaded).",
 		}, []string{"result"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tailguard_webhook_alerts_total",
-			Help: "Alerts received through the webhook, by status and outcome (queued, duplicate, unmapped).",
+			Help: "Alerts received through the webhook, by status and outcome (queued, duplicate, unmapped, shed).",
 		}, []string{"status", "outcome"}),
 	}
 	if r.now == nil {
@@ -262,6 +267,12 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "method not allowed: use POST", http.StatusMethodNotAllowed)
 		return
 	}
+	if ct := req.Header.Get("Content-Type"); !isJSON(ct) {
+		r.notifications.WithLabelValues("unsupported_media_type").Inc()
+		w.Header().Set("Accept-Post", "application/json")
+		http.Error(w, fmt.Sprintf("Content-Type %q: want application/json", ct), http.StatusUnsupportedMediaType)
+		return
+	}
 	body := http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes)
 	msg, err := Decode(body)
 	if err != nil {
@@ -282,7 +293,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	// All or nothing: either every new trigger of the notification is queued,
 	// or none is and Alertmanager retries the whole notification.
-	if !r.accept(triggers, now) {
+	if shed := r.accept(triggers, now); shed > 0 {
+		r.alerts.WithLabelValues(msg.Status, "shed").Add(float64(shed))
 		r.notifications.WithLabelValues("overloaded").Inc()
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "intake queue full, retry later", http.StatusServiceUnavailable)
@@ -292,14 +304,22 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// isJSON reports whether a Content-Type names JSON: application/json or a
+// +json type, with any parameters.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
 // accept queues the triggers that are not duplicates, or none of them when
-// the queue cannot take them all. Only queued triggers are remembered for
-// deduplication, so a notification refused with 503 is accepted on retry.
+// the queue cannot take them all, and returns how many it refused (0 when it
+// queued them). Only queued triggers are remembered for deduplication, so a
+// notification refused with 503 is accepted on retry.
 //
 // A firing alert already queued within the dedup window is a duplicate: the
 // repeat notifications Alertmanager sends every repeat_interval, or its
 // retries after a timeout, do not trigger the loop again and again.
-func (r *Receiver) accept(ts []Trigger, now time.Time) bool {
+func (r *Receiver) accept(ts []Trigger, now time.Time) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, t := range r.seen {
@@ -319,7 +339,7 @@ func (r *Receiver) accept(ts []Trigger, now time.Time) bool {
 		keys = append(keys, key)
 	}
 	if cap(r.queue)-len(r.queue) < len(fresh) {
-		return false
+		return len(fresh)
 	}
 	for i, t := range fresh {
 		r.queue <- t // cannot block: capacity was checked under the lock, and only accept sends.
@@ -328,5 +348,5 @@ func (r *Receiver) accept(ts []Trigger, now time.Time) bool {
 			r.seen[keys[i]] = now
 		}
 	}
-	return true
+	return 0
 }

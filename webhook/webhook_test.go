@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,9 +32,92 @@ func newReceiver(t *testing.T, cfg Config) (*Receiver, *prometheus.Registry) {
 
 func post(t *testing.T, h http.Handler, body []byte) *httptest.ResponseRecorder {
 	t.Helper()
+	return postAs(t, h, "application/json", body)
+}
+
+func postAs(t *testing.T, h http.Handler, contentType string, body []byte) *httptest.ResponseRecorder {
+	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/alerts", bytes.NewReader(body)))
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/alerts", bytes.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	h.ServeHTTP(rec, req)
 	return rec
+}
+
+func TestReceiverContentType(t *testing.T) {
+	body, err := os.ReadFile("testdata/firing.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ct   string
+		want int
+	}{
+		{"application/json", http.StatusOK},
+		{"application/json; charset=utf-8", http.StatusOK},
+		{"application/vnd.alertmanager+json", http.StatusOK},
+		{"text/plain", http.StatusUnsupportedMediaType},
+		{"application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
+		{"", http.StatusUnsupportedMediaType},
+		{"application/json; bad=", http.StatusUnsupportedMediaType},
+	} {
+		r, _ := newReceiver(t, Config{QueueSize: 8})
+		rec := postAs(t, r, tc.ct, body)
+		if rec.Code != tc.want {
+			t.Errorf("Content-Type %q: %d %s, want %d", tc.ct, rec.Code, rec.Body, tc.want)
+		}
+		if tc.want == http.StatusUnsupportedMediaType {
+			if len(r.C()) != 0 {
+				t.Errorf("Content-Type %q: a refused notification was queued", tc.ct)
+			}
+			if got := testutil.ToFloat64(r.notifications.WithLabelValues("unsupported_media_type")); got != 1 {
+				t.Errorf("Content-Type %q: unsupported_media_type = %v", tc.ct, got)
+			}
+		}
+	}
+}
+
+// An Alertmanager group of 10,000 alerts (about 1.1 MB) fits the default
+// limit, and the alerts past the queue are shed with 503 and counted.
+func TestReceiverLargeBatchAndShedding(t *testing.T) {
+	m := Message{Version: Version, Status: StatusFiring, Receiver: "tailguard", GroupKey: "{}:{}"}
+	start := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	for i := range 10000 {
+		m.Alerts = append(m.Alerts, Alert{
+			Status: StatusFiring, StartsAt: start, GeneratorURL: "http://prometheus:9090/graph?g0.expr=up",
+			Labels: map[string]string{"alertname": "TailLatencyBudgetBurn", LabelService: fmt.Sprintf("svc-%d", i%50),
+				LabelSLO: "checkout-latency", "instance": fmt.Sprintf("10.0.%d.%d:8080", i/250, i%250), "severity": "warning"},
+			Annotations: map[string]string{"summary": "tail latency budget burning"},
+		})
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) < 1<<20 {
+		t.Fatalf("test batch is %d bytes, want over 1 MiB", len(body))
+	}
+	r, _ := newReceiver(t, Config{QueueSize: 20000})
+	if rec := post(t, r, body); rec.Code != http.StatusOK {
+		t.Fatalf("%d-byte batch: %d %s", len(body), rec.Code, rec.Body)
+	}
+	if len(r.C()) != 10000 {
+		t.Errorf("queued %d triggers, want 10000", len(r.C()))
+	}
+
+	small, _ := newReceiver(t, Config{QueueSize: 100})
+	rec := post(t, small, body)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("batch over the queue: %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if got := testutil.ToFloat64(small.alerts.WithLabelValues(StatusFiring, "shed")); got != 10000 {
+		t.Errorf("shed alerts = %v, want 10000", got)
+	}
+	if len(small.C()) != 0 {
+		t.Errorf("a shed notification queued %d triggers", len(small.C()))
+	}
 }
 
 func TestNewValidates(t *testing.T) {
