@@ -36,6 +36,7 @@ var documentedNotYetChecked = []string{
 	"tailguard_config_last_reload_success_timestamp_seconds",
 	"tailguard_flag_variant_info",
 	"tailguard_ready",
+	"tailguard_prometheus_up",
 	"tailguard_annotations_total",
 	"tailguard_alert_triggers_total",
 }

@@ -37,8 +37,13 @@ const (
 
 // The parts of the sidecar's API answers the test reads.
 type findingsView struct {
-	Service  string `json:"service"`
-	Error    string `json:"error"`
+	Service     string `json:"service"`
+	Error       string `json:"error"`
+	Assessments []struct {
+		SLO     string `json:"slo"`
+		Verdict string `json:"verdict"`
+		Reason  string `json:"reason"`
+	} `json:"assessments"`
 	Findings []struct {
 		ID          string            `json:"id"`
 		Signal      string            `json:"signal"`
@@ -887,8 +892,16 @@ func (r *run) prometheusOutage(t *testing.T) {
 		r.logf("findings while Prometheus is down: error %q", views[0].Error)
 	}
 	html, err := httpGet(ctx, "http://"+r.addrs.Tailguard+"/")
-	if err != nil || !strings.Contains(html, "last cycle failed") {
-		t.Errorf("status page does not show the failed cycle (%v)", err)
+	if err != nil || !strings.Contains(html, "Prometheus is not answering") || !strings.Contains(html, "inconclusive: Prometheus unreachable") {
+		t.Errorf("status page does not say the loop is blind (%v)", err)
+	}
+	if up := r.metric(t, "tailguard_prometheus_up", nil); up != 0 {
+		t.Errorf("tailguard_prometheus_up = %v while Prometheus is down", up)
+	}
+	for _, a := range views[0].Assessments {
+		if a.Verdict != "inconclusive" || !strings.Contains(a.Reason, "Prometheus unreachable") {
+			t.Errorf("SLO %s while Prometheus is down: %s %q", a.SLO, a.Verdict, a.Reason)
+		}
 	}
 	if j, _ := os.ReadFile(r.flagFile + ".journal.jsonl"); string(j) != string(journal0) {
 		t.Errorf("the journal changed while Prometheus was down")
@@ -916,6 +929,9 @@ func (r *run) prometheusOutage(t *testing.T) {
 	})
 	if err := r.httpOK(ctx, "http://"+r.addrs.Tailguard+"/-/ready"); err != nil {
 		t.Errorf("sidecar not ready after Prometheus came back: %v", err)
+	}
+	if up := r.metric(t, "tailguard_prometheus_up", nil); up != 1 {
+		t.Errorf("tailguard_prometheus_up = %v after Prometheus came back", up)
 	}
 	var after []findingsView // fresh: decoding into views would keep its old fields
 	if err := GetJSON(ctx, "http://"+r.addrs.Tailguard+"/api/v1/findings", &after); err != nil {

@@ -68,6 +68,7 @@ type Daemon struct {
 	lastAlert  map[string]time.Time // service → last alert-triggered cycle
 	annotated  map[string]bool      // idempotency keys already annotated
 	lastErrors map[string]string
+	health     *backendHealth
 
 	metrics daemonMetrics
 }
@@ -110,7 +111,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: o, log: o.Logger, tracer: tp.Tracer("github.com/tailguard/tailguard/loop"), now: o.Now,
 		declared: changes.NewDeclared(256), lastAlert: map[string]time.Time{}, annotated: map[string]bool{},
-		lastErrors: map[string]string{},
+		lastErrors: map[string]string{}, health: newBackendHealth(o.Now),
 	}
 	r, err := status.NewRenderer()
 	if err != nil {
@@ -171,7 +172,7 @@ func (d *Daemon) registerMetrics() error {
 			Help: "Alertmanager alerts received for a service, by outcome (evaluated, throttled, resolved, unknown_service).",
 		}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.reloadOK, m.reloadTime, m.ready, m.flagVariant, m.annotations, m.triggers} {
+	for _, c := range []prometheus.Collector{m.reloadOK, m.reloadTime, m.ready, m.flagVariant, m.annotations, m.triggers, d.health.gauge} {
 		if err := d.opts.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register sidecar metrics: %w", err)
 		}
@@ -181,7 +182,7 @@ func (d *Daemon) registerMetrics() error {
 }
 
 func (d *Daemon) buildOptions(prev *runtime) buildOptions {
-	return buildOptions{logger: d.log, querier: d.opts.Querier, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev}
+	return buildOptions{logger: d.log, querier: d.opts.Querier, health: d.health, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev}
 }
 
 // Reload reads the configuration again and swaps in a new runtime. On

@@ -4,24 +4,42 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 
+	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/promembed"
 )
 
 // newTestDaemon runs a daemon on a copy of testdata against an embedded,
 // empty Prometheus.
 func newTestDaemon(t *testing.T) (*Daemon, *httptest.Server, string) {
+	t.Helper()
+	db, err := promembed.Open(promembed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return newTestDaemonWith(t, db)
+}
+
+// newTestDaemonWith runs a daemon on a copy of testdata against q.
+func newTestDaemonWith(t *testing.T, q detector.Querier) (*Daemon, *httptest.Server, string) {
 	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"tailguard.yml", "policy.yml", "flags.json"} {
@@ -33,13 +51,8 @@ func newTestDaemon(t *testing.T) (*Daemon, *httptest.Server, string) {
 			t.Fatal(err)
 		}
 	}
-	db, err := promembed.Open(promembed.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
 	reg := prometheus.NewRegistry()
-	d, err := New(Options{ConfigFile: filepath.Join(dir, "tailguard.yml"), Registerer: reg, Gatherer: reg, Querier: db,
+	d, err := New(Options{ConfigFile: filepath.Join(dir, "tailguard.yml"), Registerer: reg, Gatherer: reg, Querier: q,
 		Now: func() time.Time { return time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC) }})
 	if err != nil {
 		t.Fatal(err)
@@ -312,5 +325,112 @@ func TestStatusPageNamesInvalidFlags(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("status page lacks %q", want)
 		}
+	}
+}
+
+// switchableQuerier fails every query with a transport error while down
+// is set, and answers from the embedded engine otherwise.
+type switchableQuerier struct {
+	db   *promembed.DB
+	down *atomic.Bool
+}
+
+func (s switchableQuerier) Query(ctx context.Context, q string, ts time.Time) (model.Value, v1.Warnings, error) {
+	if s.down.Load() {
+		return nil, nil, &url.Error{Op: "Post", URL: "http://127.0.0.1:9/api/v1/query", Err: errors.New("connection refused")}
+	}
+	return s.db.Query(ctx, q, ts)
+}
+
+func (s switchableQuerier) QueryRange(ctx context.Context, q string, r v1.Range) (model.Value, v1.Warnings, error) {
+	if s.down.Load() {
+		return nil, nil, &url.Error{Op: "Post", URL: "http://127.0.0.1:9/api/v1/query_range", Err: errors.New("connection refused")}
+	}
+	return s.db.QueryRange(ctx, q, r)
+}
+
+func TestBlindLoopIsVisible(t *testing.T) {
+	db, err := promembed.Open(promembed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	down := &atomic.Bool{}
+	d, srv, _ := newTestDaemonWith(t, switchableQuerier{db: db, down: down})
+	ctx := context.Background()
+	if err := d.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	up := func() float64 {
+		t.Helper()
+		_, body := do(t, "GET", srv.URL+"/metrics", "")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, "tailguard_prometheus_up "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		t.Fatal("tailguard_prometheus_up not served")
+		return -1
+	}
+	if got := up(); got != 1 {
+		t.Errorf("tailguard_prometheus_up = %v while Prometheus answers", got)
+	}
+
+	down.Store(true)
+	if _, err := d.Evaluate(ctx, "shop", "manual"); err == nil {
+		t.Fatal("a cycle without Prometheus succeeded")
+	}
+	if got := up(); got != 0 {
+		t.Errorf("tailguard_prometheus_up = %v while Prometheus is down", got)
+	}
+	var views []struct {
+		Service    string `json:"service"`
+		Error      string `json:"error"`
+		Prometheus struct {
+			Up    bool   `json:"up"`
+			Error string `json:"error"`
+		} `json:"prometheus"`
+		Assessments []struct {
+			SLO     string `json:"slo"`
+			Verdict string `json:"verdict"`
+			Reason  string `json:"reason"`
+		} `json:"assessments"`
+	}
+	_, body := do(t, "GET", srv.URL+"/api/v1/findings", "")
+	if err := json.Unmarshal([]byte(body), &views); err != nil || len(views) != 1 {
+		t.Fatalf("findings: %v %s", err, body)
+	}
+	v := views[0]
+	if v.Prometheus.Up || !strings.Contains(v.Prometheus.Error, "connection refused") {
+		t.Errorf("findings report Prometheus %+v", v.Prometheus)
+	}
+	if len(v.Assessments) != 4 {
+		t.Fatalf("assessments %+v, want one per SLO", v.Assessments)
+	}
+	for _, a := range v.Assessments {
+		if a.Verdict != "inconclusive" || !strings.Contains(a.Reason, "Prometheus unreachable") || !strings.Contains(a.Reason, "no action") {
+			t.Errorf("SLO %s while blind: %s %q", a.SLO, a.Verdict, a.Reason)
+		}
+	}
+	_, page := do(t, "GET", srv.URL+"/", "")
+	for _, want := range []string{`class="banner"`, "Prometheus is not answering", "takes no action", "inconclusive: Prometheus unreachable"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q while blind", want)
+		}
+	}
+	if code, _ := do(t, "GET", srv.URL+"/-/ready", ""); code != http.StatusOK {
+		t.Errorf("/-/ready = %d while Prometheus is down; the sidecar must not take its pod out of rotation", code)
+	}
+
+	down.Store(false)
+	if _, err := d.Evaluate(ctx, "shop", "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if got := up(); got != 1 {
+		t.Errorf("tailguard_prometheus_up = %v after Prometheus came back", got)
+	}
+	if _, page := do(t, "GET", srv.URL+"/", ""); strings.Contains(page, `class="banner"`) {
+		t.Error("the blind banner stays after Prometheus came back")
 	}
 }

@@ -168,9 +168,12 @@ func (d *Daemon) getChanges(w http.ResponseWriter, _ *http.Request) {
 
 // findingsView is one service's last cycle, for GET /api/v1/findings.
 type findingsView struct {
-	Service     string                  `json:"service"`
-	At          time.Time               `json:"at"`
-	Error       string                  `json:"error,omitempty"`
+	Service string    `json:"service"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error,omitempty"`
+	// Prometheus says whether the metrics backend answers; while it does
+	// not, every SLO is Inconclusive with that reason.
+	Prometheus  backendStatus           `json:"prometheus"`
 	Assessments []controller.Assessment `json:"assessments"`
 	Findings    []detector.Finding      `json:"findings"`
 	Incidents   []detector.Incident     `json:"incidents"`
@@ -178,15 +181,42 @@ type findingsView struct {
 
 func (d *Daemon) getFindings(w http.ResponseWriter, _ *http.Request) {
 	out := []findingsView{}
+	backend := d.health.status()
+	rt := d.rt.Load()
 	for _, res := range d.Results() {
-		v := findingsView{Service: res.Service, At: res.At, Error: res.Error, Assessments: res.Observation.Assessments,
+		v := findingsView{Service: res.Service, At: res.At, Error: res.Error, Prometheus: backend, Assessments: res.Observation.Assessments,
 			Findings: []detector.Finding{}, Incidents: []detector.Incident{}}
 		if res.Report != nil {
 			v.Findings, v.Incidents = res.Report.Findings, res.Report.Incidents
 		}
+		if blind := blindReason(backend, res); blind != "" {
+			v.Assessments = nil
+			if svc, ok := rt.cfg.Policy.Service(res.Service); ok {
+				for _, slo := range svc.SLOs {
+					v.Assessments = append(v.Assessments, controller.Assessment{SLO: slo.Name, Value: math.NaN(),
+						Verdict: controller.VerdictInconclusive, Reason: blind})
+				}
+			}
+		}
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, sanitize(out))
+}
+
+// blindReason says why a service's last cycle saw nothing, or "" when it
+// did: its cycle failed while Prometheus was not answering.
+func blindReason(b backendStatus, res loop.Result) string {
+	if b.Up || res.Error == "" {
+		return ""
+	}
+	msg := "Prometheus unreachable"
+	if !b.Since.IsZero() {
+		msg += " since " + b.Since.UTC().Format(time.RFC3339)
+	}
+	if b.Error != "" {
+		msg += ": " + b.Error
+	}
+	return msg + "; no action is taken"
 }
 
 func (d *Daemon) getIncidents(w http.ResponseWriter, _ *http.Request) {
@@ -311,6 +341,16 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 	rt := d.rt.Load()
 	now := d.now()
 	v := status.View{Version: d.opts.Version, Generated: now, Ready: d.Ready()}
+	if b := d.health.status(); !b.Up && d.Ready() {
+		v.Blind = "Prometheus is not answering"
+		if !b.Since.IsZero() {
+			v.Blind += " since " + b.Since.UTC().Format("2006-01-02 15:04:05 UTC")
+		}
+		if b.Error != "" {
+			v.Blind += " (" + b.Error + ")"
+		}
+		v.Blind += ": tailguard sees nothing and takes no action until it answers again."
+	}
 	var modes []string
 	results := map[string]loop.Result{}
 	for _, res := range d.Results() {
@@ -339,6 +379,9 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 			}
 			if res.Error != "" {
 				s.Detail = "last cycle failed: " + res.Error
+			}
+			if blind := blindReason(d.health.status(), res); blind != "" {
+				s.Current, s.State, s.Detail = "–", status.StateUnknown, "inconclusive: "+blind
 			}
 			v.SLOs = append(v.SLOs, s)
 		}

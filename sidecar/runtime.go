@@ -37,6 +37,7 @@ type runtime struct {
 type buildOptions struct {
 	logger   *slog.Logger
 	querier  detector.Querier // overrides the Prometheus client (tests, embedded engine)
+	health   *backendHealth   // told the outcome of every query
 	declared *changes.Declared
 	tracer   trace.Tracer
 	actor    string
@@ -76,6 +77,9 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		}
 		q = pc
 	}
+	// Every query, the detector's included, tells the health tracker
+	// whether Prometheus answers.
+	q = watchedQuerier{q: q, h: o.health}
 	rt.querier = q
 
 	ws := writers{}

@@ -29,10 +29,13 @@ type View struct {
 	// LastEvaluation is the end of the last successful control-loop cycle.
 	LastEvaluation time.Time
 	Ready          bool
-	SLOs           []SLO
-	Incidents      []Incident
-	Flags          []Flag
-	Changes        []Change
+	// Blind, when set, says the metrics backend is not answering: shown as
+	// a banner above everything else.
+	Blind     string
+	SLOs      []SLO
+	Incidents []Incident
+	Flags     []Flag
+	Changes   []Change
 }
 
 // SLO states.
