@@ -22,6 +22,7 @@ test: test-unit test-rules test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@hack/report-skips
 
 test-rules:
 	@hack/test-rules
