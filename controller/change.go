@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MutationKind says how a FlagChange changes a flag.
@@ -106,9 +107,10 @@ func (m Mutation) Apply(f FlagState, strategyKey, constantsKey string) (FlagStat
 type FlagChange struct {
 	Service    string `json:"service"`
 	IncidentID string `json:"incidentId"`
-	// IdempotencyKey is incident id, rung and the action's ordinal on the
-	// rung, for example "inc-42/shrink/2". A writer applies a key at most once: replicas
-	// deciding the same step produce one change.
+	// IdempotencyKey is the step (incident id, rung, the action's ordinal
+	// on the rung) and a digest of the change, for example
+	// "inc-42/shrink/2#1c9e4f07" (StepOf). A writer applies a key at most
+	// once: replicas deciding the same change produce one write.
 	IdempotencyKey string `json:"idempotencyKey"`
 	Rung           Rung   `json:"rung"`
 	Reason         string `json:"reason"`
@@ -121,6 +123,38 @@ type FlagChange struct {
 	// writer must not apply the change over a later revision: it returns
 	// an error wrapping ErrConflict and the next cycle decides again.
 	Revision int64 `json:"revision,omitempty"`
+	// Record is the controller's account of the change (a Record), which
+	// a writer journals with it so that the journal alone rebuilds the
+	// incident (JournalReader).
+	Record *Record `json:"record,omitempty"`
+}
+
+// Record is what the controller journals with each flag change: the
+// action as decided and the incident it belongs to.
+type Record struct {
+	Incident string    `json:"incident"`
+	Cause    Cause     `json:"cause"`
+	OpenedAt time.Time `json:"openedAt"`
+	Action   Action    `json:"action"`
+}
+
+// JournaledAction is a flag change the journal holds for a service: the
+// record the controller wrote with it and when the write happened.
+type JournaledAction struct {
+	Record
+	// At is the time of the write; Actor the replica that made it.
+	At    time.Time `json:"at"`
+	Actor string    `json:"actor,omitempty"`
+}
+
+// JournalReader is implemented by writers whose journal outlives the
+// process: Journaled returns the service's journaled controller actions,
+// oldest first. Before every decision the controller hands them to Decide,
+// which adopts those its state lacks: a restarted replica, or one that
+// lost a race to another, resumes the incident instead of repeating an
+// action.
+type JournalReader interface {
+	Journaled(ctx context.Context, service string) ([]JournaledAction, error)
 }
 
 // FlagWriter applies flag changes. Implementations write with

@@ -40,6 +40,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer registers the controller's metrics. Optional.
 	Registerer prometheus.Registerer
+	// States keeps the services' states across restarts. Optional: without
+	// it a restarted controller resumes its incidents from the flag
+	// journal alone (when the writer is a JournalReader).
+	States StateStore
 }
 
 // PlanStatus is the status of a proposed action.
@@ -54,7 +58,8 @@ const (
 )
 
 // Plan is an action proposed in propose mode, applied once approved. Its
-// ID is the action's idempotency key, the same on every replica.
+// ID is the step of the action's idempotency key (StepOf), the same on
+// every replica; a plan whose change is re-decided keeps its ID.
 type Plan struct {
 	ID         string     `json:"id"`
 	Service    string     `json:"service"`
@@ -96,6 +101,8 @@ type Controller struct {
 	log      *slog.Logger
 	metrics  *metrics
 
+	store StateStore
+
 	mu       sync.Mutex
 	states   map[string]State
 	plans    map[string]*Plan
@@ -116,6 +123,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{
 		pol: cfg.Policy, writer: cfg.Writer, notifier: cfg.Notifier, actor: cmp.Or(cfg.Actor, "tailguard"),
 		log: cfg.Logger, states: map[string]State{}, plans: map[string]*Plan{}, observed: map[string][]Decision{},
+		store: cfg.States,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -129,7 +137,47 @@ func New(cfg Config) (*Controller, error) {
 		c.states[s.Name] = State{Service: s.Name}
 		m.budget.WithLabelValues(s.Name).Set(float64(s.MaxActionsPerHour))
 	}
+	if c.store != nil {
+		saved, err := c.store.LoadStates(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		for _, st := range saved {
+			if _, ok := cfg.Policy.Service(st.Service); ok {
+				c.states[st.Service] = st.Clone()
+				c.exportTuned(st.Service)
+			}
+		}
+	}
 	return c, nil
+}
+
+// exportTuned sets tailguard_tuned_constant from the last tune of the
+// service's active incident, whoever wrote it (this process, another
+// replica, or this replica before a restart); the caller holds c.mu.
+func (c *Controller) exportTuned(service string) {
+	inc := c.states[service].Active
+	if inc == nil {
+		return
+	}
+	for i := len(inc.Actions) - 1; i >= 0; i-- {
+		a := inc.Actions[i]
+		if a.Rung == RungTune && a.Mutation != nil && a.Mutation.Constants != nil {
+			c.metrics.setTuned(service, effective(a.Mutation.Strategy, *a.Mutation.Constants))
+			return
+		}
+	}
+}
+
+// persist saves a service's state; the caller holds c.mu. A failure is
+// logged: the journal still guards against repeated and lost writes.
+func (c *Controller) persist(ctx context.Context, service string) {
+	if c.store == nil {
+		return
+	}
+	if err := c.store.SaveState(context.WithoutCancel(ctx), c.states[service].Clone()); err != nil {
+		c.log.Warn("controller state not saved", "service", service, "err", err)
+	}
 }
 
 // Step decides on one observation at now and, depending on the service's
@@ -144,12 +192,24 @@ func (c *Controller) Step(ctx context.Context, obs Observation, now time.Time) (
 	if !ok {
 		return Decision{}, fmt.Errorf("step %q: %w", obs.Service, ErrUnknownService)
 	}
+	if jr, ok := c.writer.(JournalReader); ok && obs.Journal == nil {
+		js, err := jr.Journaled(ctx, svc.Name)
+		if err != nil {
+			// Without the journal a replica could repeat another's action:
+			// decide nothing this cycle.
+			return Decision{Service: svc.Name, At: now, Kind: DecisionNone, Reason: "journal unreadable: " + err.Error()},
+				fmt.Errorf("step %q: read journal: %w", svc.Name, err)
+		}
+		obs.Journal = js
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d, next := Decide(svc, c.states[svc.Name], obs, now)
 	c.states[svc.Name] = next
 	defer func() {
 		c.metrics.budget.WithLabelValues(svc.Name).Set(float64(c.states[svc.Name].BudgetRemaining(svc, now)))
+		c.exportTuned(svc.Name)
+		c.persist(ctx, svc.Name)
 	}()
 	log := c.log.With("service", svc.Name, "mode", svc.Mode, "decision", d.Kind, "incident", d.IncidentID, "rung", d.Rung)
 	if d.Kind == DecisionNone {
@@ -192,6 +252,11 @@ func (c *Controller) apply(ctx context.Context, svc *policy.Service, d Decision,
 	case DecisionAct:
 		ch := *d.Change
 		ch.Actor = c.actor
+		if inc := c.states[svc.Name].Active; inc != nil && d.Action != nil {
+			rec := Record{Incident: inc.ID, Cause: inc.Cause, OpenedAt: inc.OpenedAt, Action: *d.Action}
+			rec.Action.At, rec.Action.Actor, rec.Action.Approver = now, c.actor, approver
+			ch.Record = &rec
+		}
 		if approver != "" {
 			ch.Reason += " (approved by " + approver + ")"
 		}
@@ -242,7 +307,7 @@ func (c *Controller) observe(service string, d Decision) {
 }
 
 func (c *Controller) propose(service string, d Decision, now time.Time) {
-	id := d.Change.IdempotencyKey
+	id := StepOf(d.Change.IdempotencyKey)
 	c.withdraw(service, id, now, "superseded by "+id)
 	if p, ok := c.plans[id]; ok && p.Status == PlanPending {
 		p.Decision, p.UpdatedAt = d, now
@@ -332,6 +397,7 @@ func (c *Controller) Approve(ctx context.Context, planID, approver string, now t
 	if err := c.apply(ctx, svc, p.Decision, approver, now, log); err != nil {
 		return p.Decision, err
 	}
+	c.persist(ctx, svc.Name)
 	p.Status, p.DecidedBy, p.DecidedAt = PlanApproved, approver, now
 	return p.Decision, nil
 }
@@ -368,6 +434,7 @@ func (c *Controller) SetState(st State) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.states[st.Service] = st.Clone()
+	c.persist(context.Background(), st.Service)
 	return nil
 }
 

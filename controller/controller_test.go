@@ -100,7 +100,7 @@ func TestModePropose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := mf.Changes(); len(ch) != 1 || ch[0].IdempotencyKey != "inc-1/tune/1" || !strings.Contains(ch[0].Reason, "approved by alice") {
+	if ch := mf.Changes(); len(ch) != 1 || StepOf(ch[0].IdempotencyKey) != "inc-1/tune/1" || !strings.Contains(ch[0].Reason, "approved by alice") {
 		t.Fatalf("changes %+v", ch)
 	}
 	if _, err := c.Approve(ctx, plans[0].ID, "bob", now); !errors.Is(err, ErrPlanNotPending) {
@@ -172,7 +172,7 @@ func TestWriteErrorRetries(t *testing.T) {
 	}
 	w.fail = false
 	d, err := c.Step(ctx, observe(0.51, mf.State()), t0.Add(time.Minute))
-	if err != nil || d.Change.IdempotencyKey != "inc-1/tune/1" {
+	if err != nil || StepOf(d.Change.IdempotencyKey) != "inc-1/tune/1" {
 		t.Fatalf("retry: %v %+v", err, d.Change)
 	}
 	if got := testutil.ToFloat64(c.metrics.actions.WithLabelValues("tune", "failed")); got != 1 {
@@ -253,7 +253,7 @@ func TestReplicas(t *testing.T) {
 	}
 	var keys []string
 	for _, ch := range mf.Changes() {
-		keys = append(keys, ch.IdempotencyKey)
+		keys = append(keys, StepOf(ch.IdempotencyKey))
 	}
 	want := []string{"inc-1/tune/1", "inc-1/shrink/1", "inc-1/flip/1"}
 	if !slices.Equal(keys, want) {
@@ -262,7 +262,7 @@ func TestReplicas(t *testing.T) {
 	for _, c := range cs {
 		var got []string
 		for _, a := range c.State("shop").Active.Actions {
-			got = append(got, a.IdempotencyKey)
+			got = append(got, StepOf(a.IdempotencyKey))
 		}
 		if !slices.Equal(got[:3], want) {
 			t.Errorf("replica actions %v", got)

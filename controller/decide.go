@@ -1,6 +1,9 @@
 package controller
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -123,6 +126,9 @@ func Decide(svc *policy.Service, st State, obs Observation, now time.Time) (Deci
 	inc := st.Active
 	if inc != nil {
 		d.IncidentID = inc.ID
+		if c.adopt(&st) > 0 {
+			inc = st.Active
+		}
 	}
 	if len(inconclusive) > 0 {
 		d.Reason = "inconclusive, not acting: " + strings.Join(inconclusive, "; ")
@@ -133,7 +139,11 @@ func Decide(svc *policy.Service, st State, obs Observation, now time.Time) (Deci
 		return d, st
 	}
 	if inc == nil {
-		return c.open(&st, d)
+		if !c.resume(&st) {
+			return c.open(&st, d)
+		}
+		inc = st.Active
+		d.IncidentID = inc.ID
 	}
 
 	if c.allRecovered() {
@@ -297,6 +307,89 @@ func (c *cycle) open(st *State, d Decision) (Decision, State) {
 	return c.climb(st, d, RungTune)
 }
 
+// resume rebuilds, from the observation's journal, an incident that the
+// state does not hold (this replica restarted, or another one acted
+// first) while it still matters: its last action is being verified, or an
+// SLO breaches with a regression of its cause. It returns whether it did.
+func (c *cycle) resume(st *State) bool {
+	var j JournaledAction
+	found := false
+	for i := len(c.obs.Journal) - 1; i >= 0; i-- {
+		if !st.hasHistory(c.obs.Journal[i].Incident) {
+			j, found = c.obs.Journal[i], true
+			break
+		}
+	}
+	if !found {
+		return false
+	}
+	inc := &Incident{ID: j.Incident, Service: c.svc.Name, Cause: j.Cause, OpenedAt: j.OpenedAt, Phase: PhaseMitigating,
+		Rung: RungTune, Trigger: exportReadings(c.readings)}
+	verifying := c.now.Before(j.At.Add(time.Duration(c.svc.EvaluationWindow)))
+	current := c.obs.Flags.Percent(c.svc.Flags.Strategy.NewVariant)
+	inc.StartPercent, inc.Ceiling = c.journaledStart(j.Incident, current)
+	// Still holding a shrink or flip back: the restore path is its to take.
+	holding := current < inc.StartPercent
+	if !verifying && !holding && !c.attributedBreach(inc) {
+		return false
+	}
+	st.Active = inc
+	n := c.adopt(st)
+	st.Active.note(c.now, fmt.Sprintf("resumed from the journal: %d action(s) of %s, the last at %s", n, inc.Cause, j.At.UTC().Format(time.RFC3339)))
+	return true
+}
+
+// journaledStart returns the new variant's rollout before the incident's
+// first journaled change of the strategy flag (what its undo restores),
+// else current.
+func (c *cycle) journaledStart(incident string, current int) (start, ceiling int) {
+	for _, j := range c.obs.Journal {
+		u := j.Action.Undo
+		if j.Incident != incident || u == nil || u.Kind == MutationSetConstants {
+			continue
+		}
+		before, err := u.Apply(FlagState{}, c.svc.Flags.Strategy.Key, c.svc.Flags.Constants.Key)
+		if err != nil {
+			break
+		}
+		p := before.Percent(c.svc.Flags.Strategy.NewVariant)
+		return p, p
+	}
+	return current, current
+}
+
+// adopt records the journaled actions of the active incident that the
+// state lacks, as applied by whoever wrote them, and returns how many.
+func (c *cycle) adopt(st *State) int {
+	n := 0
+	for _, j := range c.obs.Journal {
+		inc := st.Active
+		if j.Incident != inc.ID || slices.ContainsFunc(inc.Actions, func(a Action) bool { return a.IdempotencyKey == j.Action.IdempotencyKey }) {
+			continue
+		}
+		a := j.Action
+		next, err := Commit(*st, Decision{IncidentID: inc.ID, Action: &a}, StatusAppliedElsewhere, j.Actor, "", j.At)
+		if err != nil {
+			continue
+		}
+		*st = next
+		switch a.Rung {
+		case RungTune, RungShrink, RungFlip:
+			st.Active.Rung = a.Rung
+		}
+		st.Active.note(c.now, fmt.Sprintf("adopted %s from the journal (written by %s at %s)", StepOf(a.IdempotencyKey), cmpOr(j.Actor, "another replica"), j.At.UTC().Format(time.RFC3339)))
+		n++
+	}
+	return n
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
 func (s *State) hasHistory(id string) bool {
 	return slices.ContainsFunc(s.History, func(inc Incident) bool { return inc.ID == id })
 }
@@ -419,6 +512,7 @@ func (c *cycle) act(st *State, d Decision, s *step) Decision {
 	d.Rung = s.rung
 	d.Reason = s.reason
 	m, u := s.mutation, s.undo
+	s.key = changeKey(s.key, m)
 	d.Change = &FlagChange{
 		Service: c.svc.Name, IncidentID: inc.ID, IdempotencyKey: s.key, Rung: s.rung,
 		Reason: s.reason, Mutation: m, Undo: u, Revision: c.obs.Flags.Revision,
@@ -481,11 +575,32 @@ func (c *cycle) rolloutUndo() Mutation {
 	return Mutation{Kind: MutationSetRollout, FlagKey: key, Rollout: slices.Clone(f.Rollout), Variant: f.DefaultVariant}
 }
 
-// stepKey returns the idempotency key of the next action on rung r:
-// incident id, rung and the ordinal of the action on that rung. Ordinals,
-// not target values, so that a replica whose view of the flags lags
-// derives the key of the step it is replaying, which the writer then
-// recognises as applied.
+// changeKey is the idempotency key of a flag change: the step
+// (<incident>/<rung>/<n>) and, after "#", a digest of the change itself.
+// Two replicas that decide the same step differently hold different keys,
+// so neither can take the other's write for its own: the loser's
+// compare-and-swap fails, it re-reads and decides again from the winner's
+// change. The same change decided twice (a retry, a restart) has one key
+// and is written once.
+func changeKey(step string, m Mutation) string {
+	b, err := json.Marshal(m)
+	if err != nil {
+		// A Mutation always marshals; keep the step key rather than fail.
+		return step
+	}
+	sum := sha256.Sum256(b)
+	return step + "#" + hex.EncodeToString(sum[:4])
+}
+
+// StepOf returns the step part of an idempotency key, <incident>/<rung>/<n>:
+// plans are named by it, whatever change the step settles on.
+func StepOf(key string) string {
+	step, _, _ := strings.Cut(key, "#")
+	return step
+}
+
+// stepKey returns the step of the next action on rung r: incident id, rung
+// and the ordinal of the action on that rung (changeKey adds the change).
 func stepKey(inc *Incident, r Rung) string {
 	n := 1
 	for _, a := range inc.Actions {
@@ -605,7 +720,7 @@ func (c *cycle) afterVerification(st *State, d Decision, a *Action) (Decision, S
 	if a.Rung != RungRestore && c.anyBreaching() && !c.attributedBreach(inc) {
 		// Something else is going on (an upstream outage, another
 		// change): the data can not tell whether the action helped.
-		d.Reason = fmt.Sprintf("verification of %s postponed: breaching SLOs not attributed to %s (%s)", a.IdempotencyKey, inc.Cause, c.breachCauses())
+		d.Reason = fmt.Sprintf("verification of %s postponed: breaching SLOs not attributed to %s (%s)", StepOf(a.IdempotencyKey), inc.Cause, c.breachCauses())
 		inc.note(c.now, d.Reason)
 		return d, *st
 	}

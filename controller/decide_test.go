@@ -92,7 +92,7 @@ func TestDecideFirstCycle(t *testing.T) {
 					t.Error("actions recorded")
 				}
 			case DecisionAct:
-				if d.Change == nil || d.Change.IdempotencyKey != tc.key || d.Action.IdempotencyKey != tc.key {
+				if d.Change == nil || StepOf(d.Change.IdempotencyKey) != tc.key || d.Action.IdempotencyKey != d.Change.IdempotencyKey {
 					t.Fatalf("change %+v, want key %s", d.Change, tc.key)
 				}
 				if st.Active == nil || len(st.Active.Actions) != 0 {

@@ -124,9 +124,18 @@
 //
 // # Writes
 //
-// Every write is a [FlagChange] with the incident id, an idempotency key
-// (incident id, rung, ordinal on the rung: "inc/tune/2", "inc/shrink/1"), the reason,
-// the actor, the mutation and its undo. Replicas that see the same incident
-// derive the same keys; the writer applies a key once and reports the
-// others as already applied, so three replicas produce one change.
+// Every write is a [FlagChange] with the incident id, an idempotency key,
+// the reason, the actor, the mutation and its undo, and the controller's
+// [Record] of the action, which the writer journals with it. The key is
+// the step (incident id, rung, ordinal on the rung: "inc/tune/2") and a
+// digest of the change ("inc/tune/2#9f3a01c2"): replicas that decide the
+// same change derive the same key and the writer applies it once; replicas
+// that decide the step differently cannot take each other's write for
+// their own: the loser's compare-and-swap fails and it decides again.
+//
+// Before each decision the controller reads the journaled actions of the
+// service ([JournalReader]) and [Decide] adopts those its state lacks, so
+// that a replica that restarted, or lost a race, resumes the incident (its
+// rung, its pending verification) instead of repeating a step. A
+// [StateStore] keeps the rest of the state across restarts.
 package controller

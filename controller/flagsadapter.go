@@ -15,6 +15,7 @@ import (
 type FlagStore interface {
 	Load(ctx context.Context) (*flags.Snapshot, error)
 	Update(ctx context.Context, expected int64, mutate func(*flags.Document) error, meta flags.ChangeMeta) (flags.Entry, error)
+	History(ctx context.Context, filter flags.HistoryFilter) ([]flags.Entry, error)
 }
 
 // FlagsWriter applies FlagChanges to a flagd flag file through a
@@ -68,6 +69,13 @@ func (w *FlagsWriter) Apply(ctx context.Context, ch FlagChange) (bool, error) {
 	if ch.Actor != "" {
 		meta.Reason += " [" + ch.Actor + "]"
 	}
+	if ch.Record != nil {
+		rec, err := json.Marshal(ch.Record)
+		if err != nil {
+			return false, fmt.Errorf("apply %s: record: %w", ch.IdempotencyKey, err)
+		}
+		meta.Record = rec
+	}
 	_, err := w.store.Update(ctx, expected, func(d *flags.Document) error { return w.mutate(d, ch.Mutation) }, meta)
 	switch {
 	case err == nil:
@@ -81,6 +89,37 @@ func (w *FlagsWriter) Apply(ctx context.Context, ch FlagChange) (bool, error) {
 		return false, fmt.Errorf("apply %s: %w: %w", ch.IdempotencyKey, ErrConflict, err)
 	}
 	return false, fmt.Errorf("apply %s: %w", ch.IdempotencyKey, err)
+}
+
+// Journaled implements JournalReader: the controller's changes of this
+// writer's flags that reached the file, with the records written with
+// them. Entries without a record (written before records were kept, or by
+// hand) are skipped. The service argument is informational: a writer serves
+// one service's flags.
+func (w *FlagsWriter) Journaled(ctx context.Context, _ string) ([]JournaledAction, error) {
+	es, err := w.store.History(ctx, flags.HistoryFilter{Actor: flags.ActorController})
+	if err != nil {
+		return nil, err
+	}
+	var out []JournaledAction
+	for _, e := range es {
+		if len(e.Record) == 0 || !(e.TouchesFlag(w.strategyKey) || e.TouchesFlag(w.constantsKey)) {
+			continue
+		}
+		var rec Record
+		if err := json.Unmarshal(e.Record, &rec); err != nil {
+			return nil, fmt.Errorf("journal entry %d: record: %w", e.Seq, err)
+		}
+		// The decision's time, which the controller's clock (and its
+		// cooldowns and verification windows) are on; the entry's time
+		// when the record has none.
+		at := rec.Action.At
+		if at.IsZero() {
+			at = e.Time
+		}
+		out = append(out, JournaledAction{Record: rec, At: at, Actor: rec.Action.Actor})
+	}
+	return out, nil
 }
 
 func (w *FlagsWriter) mutate(d *flags.Document, m Mutation) error {

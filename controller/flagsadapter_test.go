@@ -194,7 +194,7 @@ func TestReplicasOnOneFile(t *testing.T) {
 	}
 	var keys []string
 	for _, e := range hist {
-		keys = append(keys, e.IdempotencyKey)
+		keys = append(keys, StepOf(e.IdempotencyKey))
 	}
 	want := []string{"inc-1/tune/1", "inc-1/shrink/1", "inc-1/flip/1"}
 	if !slices.Equal(keys, want) {
@@ -204,7 +204,7 @@ func TestReplicasOnOneFile(t *testing.T) {
 		var got []string
 		for _, a := range r.ctl.State("shop").Active.Actions {
 			if a.Mutation != nil {
-				got = append(got, a.IdempotencyKey)
+				got = append(got, StepOf(a.IdempotencyKey))
 			}
 		}
 		if !slices.Equal(got, want) {

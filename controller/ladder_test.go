@@ -55,7 +55,7 @@ func (dr *driver) step(p99 float64, adv time.Duration, opts ...func(*Observation
 func (dr *driver) actions() []string {
 	var out []string
 	for _, d := range dr.log {
-		out = append(out, d.Action.IdempotencyKey)
+		out = append(out, StepOf(d.Action.IdempotencyKey))
 	}
 	return out
 }
@@ -118,7 +118,7 @@ func TestLadderImprovement(t *testing.T) {
 	// breaching → tune again.
 	d := dr.step(0.42, 10*time.Minute)
 	expectDecision(t, d, DecisionAct, RungTune, "")
-	if d.Change.IdempotencyKey != "inc-1/tune/2" {
+	if StepOf(d.Change.IdempotencyKey) != "inc-1/tune/2" {
 		t.Errorf("key %s", d.Change.IdempotencyKey)
 	}
 	expectDecision(t, dr.step(0.35, time.Minute), DecisionNone, "", "tune verified: SLOs within objective, holding")
@@ -280,7 +280,7 @@ func TestRestore(t *testing.T) {
 	for range 120 {
 		d := dr.step(0.25, time.Minute)
 		if d.Kind == DecisionAct {
-			restores = append(restores, d.Change.IdempotencyKey)
+			restores = append(restores, StepOf(d.Change.IdempotencyKey))
 			if d.Rung != RungRestore {
 				t.Fatalf("unexpected %s", d.Rung)
 			}

@@ -77,3 +77,21 @@ func (m *MemoryFlags) Changes() []FlagChange {
 	defer m.mu.Unlock()
 	return slices.Clone(m.changes)
 }
+
+// Journaled implements JournalReader from the changes applied with a
+// record, at the time their records carry.
+func (m *MemoryFlags) Journaled(ctx context.Context, service string) ([]JournaledAction, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []JournaledAction
+	for _, ch := range m.changes {
+		if ch.Record == nil || (service != "" && ch.Service != "" && ch.Service != service) {
+			continue
+		}
+		out = append(out, JournaledAction{Record: *ch.Record, At: ch.Record.Action.At, Actor: ch.Record.Action.Actor})
+	}
+	return out, nil
+}

@@ -302,6 +302,9 @@ type Observation struct {
 	Assessments []Assessment `json:"assessments"`
 	Retries     RetryStats   `json:"retries"`
 	Flags       FlagState    `json:"flags"`
+	// Journal holds the service's controller actions as the flag journal
+	// records them (JournalReader); Decide adopts those its state lacks.
+	Journal []JournaledAction `json:"journal,omitempty"`
 }
 
 func (o Observation) assessment(slo string) (Assessment, bool) {

@@ -390,7 +390,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		names := dirNames(t, r.flagDir)
 		for _, n := range names {
-			if n != "flags.json" && n != "flags.json.journal.jsonl" && n != "flags.json.lock" {
+			if n != "flags.json" && n != "flags.json.journal.jsonl" && n != "flags.json.lock" && n != "flags.json"+flags.StateSuffix {
 				t.Errorf("unexpected file %s next to the flag file", n)
 			}
 		}
@@ -485,6 +485,44 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("status page shows the incident", func(t *testing.T) {
 		r.statusPage(t, incidentID)
+	})
+
+	must("kill -9 of the sidecar: the restarted one resumes the incident", func(t *testing.T) {
+		before := r.journal(t)
+		r.mu.Lock()
+		p := r.procs["tailguard"]
+		r.stopped["tailguard"] = true
+		r.mu.Unlock()
+		p.Kill()
+		r.logf("sidecar killed (SIGKILL) after %d journal entries", len(before))
+		r.startProc(t, "tailguard", r.tailguard,
+			"--config.file="+filepath.Join(r.dir, "tailguard.yml"), "--web.listen-address="+r.addrs.Tailguard,
+			"--log.level=debug", "--actor=tailguard-e2e")
+		r.eventually(t, 30*time.Second, "restarted sidecar shows the incident with its action", func(ctx context.Context) error {
+			var incs []incidentSummary
+			if err := GetJSON(ctx, "http://"+r.addrs.Tailguard+"/api/v1/incidents", &incs); err != nil {
+				return err
+			}
+			for _, inc := range incs {
+				if inc.ID == incidentID && inc.Actions >= 1 {
+					r.logf("after the restart: incident %s, phase %s, rung %s, %d action(s)", inc.ID, inc.Phase, inc.Rung, inc.Actions)
+					return nil
+				}
+			}
+			return fmt.Errorf("incidents after the restart: %+v", incs)
+		})
+		// A few cycles later no step of the incident was written twice.
+		time.Sleep(6 * time.Second)
+		steps := map[string]int{}
+		for _, e := range r.journal(t) {
+			if e.Actor == flags.ActorController {
+				step, _, _ := strings.Cut(e.IdempotencyKey, "#")
+				steps[step]++
+				if steps[step] > 1 {
+					t.Errorf("step %s written twice after the restart", step)
+				}
+			}
+		}
 	})
 
 	t.Run("fault: malformed and duplicate webhook payloads", func(t *testing.T) {

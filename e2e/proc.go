@@ -101,6 +101,16 @@ func (p *Process) Stop(grace time.Duration) error {
 	return exitErr(err)
 }
 
+// Kill sends SIGKILL to the process group, as a crash or an OOM kill would,
+// and waits for the process to end.
+func (p *Process) Kill() {
+	if done, _ := p.Exited(); done {
+		return
+	}
+	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	<-p.done
+}
+
 // exitErr drops the errors a stop by signal produces.
 func exitErr(err error) error {
 	var ee *exec.ExitError

@@ -82,6 +82,8 @@ type Entry struct {
 	RevertOf []int64 `json:"revertOf,omitempty"`
 	// Aborts is the Seq of the entry an abort marker cancels.
 	Aborts int64 `json:"aborts,omitempty"`
+	// Record is the writer's account of the change (ChangeMeta.Record).
+	Record json.RawMessage `json:"record,omitempty"`
 	// Aborted is set when reading: the entry's write never reached the file.
 	Aborted bool `json:"-"`
 }

@@ -19,6 +19,11 @@ const AnyRevision int64 = -1
 // LockSuffix is appended to the flag file path to name the lock file.
 const LockSuffix = ".lock"
 
+// StateSuffix is appended to the flag file path to name the file where the
+// sidecar keeps its controller's state by default; the provider ignores it
+// like the journal and the lock.
+const StateSuffix = ".tailguard-state.json"
+
 // StoreConfig configures a Store.
 type StoreConfig struct {
 	// Path is the flag file. It must exist before the first Update; the
@@ -117,6 +122,10 @@ type ChangeMeta struct {
 	IdempotencyKey string
 	// RevertOf lists the journal entries a rollback undoes.
 	RevertOf []int64
+	// Record is the writer's own account of the change, journaled with it
+	// and returned as is (the controller keeps its action record there, so
+	// that any replica, or a restart, can rebuild its incident). Optional.
+	Record json.RawMessage
 }
 
 func (m ChangeMeta) validate() error {
@@ -282,6 +291,7 @@ func (s *Store) commit(ctx context.Context, meta ChangeMeta, dryRun bool, plan f
 		Incident:       meta.Incident,
 		Reason:         meta.Reason,
 		IdempotencyKey: meta.IdempotencyKey,
+		Record:         meta.Record,
 		Flags:          changedFlags(changes),
 		Changes:        changes,
 		RevisionBefore: rev,

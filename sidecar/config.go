@@ -12,6 +12,7 @@ import (
 
 	"github.com/tailguard/tailguard/controller/policy"
 	"github.com/tailguard/tailguard/detector"
+	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/internal/yamlpath"
 	"github.com/tailguard/tailguard/loop"
 )
@@ -26,6 +27,11 @@ type Config struct {
 	Prometheus PrometheusConfig `yaml:"prometheus"`
 	// FlagFile is the flagd flag file the controller writes. Required.
 	FlagFile string `yaml:"flag_file"`
+	// StateFile keeps the controller's state (incidents, verifications,
+	// hold and cooldown clocks) across restarts. Default the flag file's
+	// path plus flags.StateSuffix. Without it (lost with a pod, say) a
+	// restarted sidecar resumes its incidents from the flag journal alone.
+	StateFile string `yaml:"state_file"`
 	// PolicyFile is the controller policy (services, SLOs, bounds, flags,
 	// modes). Required.
 	PolicyFile string `yaml:"policy_file"`
@@ -159,6 +165,11 @@ func (c *Config) validate() error {
 		return errors.New("flag_file: required")
 	}
 	c.FlagFile = c.path(c.FlagFile)
+	if c.StateFile == "" {
+		c.StateFile = c.FlagFile + flags.StateSuffix
+	} else {
+		c.StateFile = c.path(c.StateFile)
+	}
 	if c.PolicyFile == "" {
 		return errors.New("policy_file: required")
 	}

@@ -69,6 +69,7 @@ type Daemon struct {
 	annotated  map[string]bool      // idempotency keys already annotated
 	lastErrors map[string]string
 	health     *backendHealth
+	states     map[string]*controller.FileStates // by path, shared by the runtimes
 
 	metrics daemonMetrics
 }
@@ -111,7 +112,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: o, log: o.Logger, tracer: tp.Tracer("github.com/tailguard/tailguard/loop"), now: o.Now,
 		declared: changes.NewDeclared(256), lastAlert: map[string]time.Time{}, annotated: map[string]bool{},
-		lastErrors: map[string]string{}, health: newBackendHealth(o.Now),
+		lastErrors: map[string]string{}, health: newBackendHealth(o.Now), states: map[string]*controller.FileStates{},
 	}
 	r, err := status.NewRenderer()
 	if err != nil {
@@ -182,7 +183,24 @@ func (d *Daemon) registerMetrics() error {
 }
 
 func (d *Daemon) buildOptions(prev *runtime) buildOptions {
-	return buildOptions{logger: d.log, querier: d.opts.Querier, health: d.health, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev}
+	return buildOptions{logger: d.log, querier: d.opts.Querier, health: d.health, states: d.stateStore, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev}
+}
+
+// stateStore returns the state store at path, one per path for the
+// daemon's life, so that a runtime being replaced and its successor never
+// write the file from two different pictures of the states.
+func (d *Daemon) stateStore(path string) (*controller.FileStates, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.states[path]; ok {
+		return s, nil
+	}
+	s, err := controller.NewFileStates(path)
+	if err != nil {
+		return nil, err
+	}
+	d.states[path] = s
+	return s, nil
 }
 
 // Reload reads the configuration again and swaps in a new runtime. On

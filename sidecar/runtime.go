@@ -38,6 +38,7 @@ type buildOptions struct {
 	logger   *slog.Logger
 	querier  detector.Querier // overrides the Prometheus client (tests, embedded engine)
 	health   *backendHealth   // told the outcome of every query
+	states   func(path string) (*controller.FileStates, error)
 	declared *changes.Declared
 	tracer   trace.Tracer
 	actor    string
@@ -46,6 +47,15 @@ type buildOptions struct {
 
 // writers dispatches a controller's flag changes to the service's writer.
 type writers map[string]*controller.FlagsWriter
+
+// Journaled implements controller.JournalReader for the service's writer.
+func (w writers) Journaled(ctx context.Context, service string) ([]controller.JournaledAction, error) {
+	fw, ok := w[service]
+	if !ok {
+		return nil, fmt.Errorf("journal: no flag writer for service %q", service)
+	}
+	return fw.Journaled(ctx, service)
+}
 
 func (w writers) Apply(ctx context.Context, ch controller.FlagChange) (bool, error) {
 	fw, ok := w[ch.Service]
@@ -106,9 +116,13 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		}
 		rt.annotator = a
 	}
+	states, err := o.states(cfg.StateFile)
+	if err != nil {
+		return nil, fmt.Errorf("state_file: %w", err)
+	}
 	ctrl, err := controller.New(controller.Config{
 		Policy: cfg.Policy, Writer: ws, Actor: o.actor, Logger: o.logger.With("component", "controller"),
-		Registerer: rt.reg, Notifier: escalationNotifier{annotator: rt.annotator, log: o.logger},
+		Registerer: rt.reg, Notifier: escalationNotifier{annotator: rt.annotator, log: o.logger}, States: states,
 	})
 	if err != nil {
 		return nil, err

@@ -401,7 +401,7 @@ func approveCmd(ctx context.Context, g *globalFlags, sf *sidecarFlags, id, plan,
 		return err
 	}
 	if d.Change != nil {
-		plan = d.Change.IdempotencyKey
+		plan = controller.StepOf(d.Change.IdempotencyKey)
 	}
 	fmt.Fprintf(g.stdout, "approved plan %s of incident %s as %s; the sidecar applied:\n", plan, incident, g.actor)
 	return controller.RenderDecision(g.stdout, d)

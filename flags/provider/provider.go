@@ -303,7 +303,7 @@ func relevant(ev fsnotify.Event, base string) bool {
 	if name == base {
 		return true
 	}
-	if strings.HasSuffix(name, flags.JournalSuffix) || strings.HasSuffix(name, flags.LockSuffix) {
+	if strings.HasSuffix(name, flags.JournalSuffix) || strings.HasSuffix(name, flags.LockSuffix) || strings.Contains(name, flags.StateSuffix) {
 		return false
 	}
 	return ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove)
