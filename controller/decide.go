@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -377,17 +378,10 @@ func (c *cycle) adopt(st *State) int {
 		case RungTune, RungShrink, RungFlip:
 			st.Active.Rung = a.Rung
 		}
-		st.Active.note(c.now, fmt.Sprintf("adopted %s from the journal (written by %s at %s)", StepOf(a.IdempotencyKey), cmpOr(j.Actor, "another replica"), j.At.UTC().Format(time.RFC3339)))
+		st.Active.note(c.now, fmt.Sprintf("adopted %s from the journal (written by %s at %s)", StepOf(a.IdempotencyKey), cmp.Or(j.Actor, "another replica"), j.At.UTC().Format(time.RFC3339)))
 		n++
 	}
 	return n
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *State) hasHistory(id string) bool {

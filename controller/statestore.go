@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,13 +86,7 @@ func (f *FileStates) SaveState(ctx context.Context, st State) error {
 	defer f.mu.Unlock()
 	f.states[st.Service] = st
 	doc := fileStatesFormat{Version: 1}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range f.states {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(f.states)) {
 		doc.Services = append(doc.Services, f.states[name])
 	}
 	b, err := json.Marshal(doc)

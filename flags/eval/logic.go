@@ -3,6 +3,7 @@ package eval
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -121,13 +122,7 @@ func compileLogic(rule any) (node, error) {
 			return literal{v: x}, nil
 		}
 		if len(x) > 1 {
-			keys := slices.Sorted(func(yield func(string) bool) {
-				for k := range x {
-					if !yield(k) {
-						return
-					}
-				}
-			})
+			keys := slices.Sorted(maps.Keys(x))
 			return nil, fmt.Errorf("%w: an operation has one key, got %q", errUnknownOperator, keys)
 		}
 		for name, raw := range x {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -278,13 +279,7 @@ func TestDifferentialFlagdCore(t *testing.T) {
 		sources = append(sources, source{p, data})
 	}
 	generated := cliFiles(t)
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range generated {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(generated)) {
 		sources = append(sources, source{name, generated[name]})
 	}
 
@@ -316,13 +311,7 @@ func TestDifferentialFlagdCore(t *testing.T) {
 				varPaths(rule, pathSet, &lits)
 				varPaths(evaluators, pathSet, &lits)
 			}
-			ps := slices.Sorted(func(yield func(string) bool) {
-				for k := range pathSet {
-					if !yield(k) {
-						return
-					}
-				}
-			})
+			ps := slices.Sorted(maps.Keys(pathSet))
 			for range perFlag {
 				cases = append(cases, diffCase{File: i, Flag: key, Type: typ, Default: typeDefaults[typ], Context: genContext(r, ps, lits)})
 			}
@@ -334,7 +323,7 @@ func TestDifferentialFlagdCore(t *testing.T) {
 		t.Fatalf("flagd-core returned %d results for %d cases", len(want.Results), len(cases))
 	}
 	providers := make([]*Provider, len(sources))
-	refusedBoth, compared, mismatches := 0, 0, 0
+	notCompared, compared, mismatches := 0, 0, 0
 	var report []string
 	classes := map[string]int{}
 	for i, src := range sources {
@@ -351,7 +340,7 @@ func TestDifferentialFlagdCore(t *testing.T) {
 		refused := want.Files[i] != nil
 		switch {
 		case initErr != nil && refused:
-			refusedBoth++
+			notCompared++
 			continue
 		case initErr != nil:
 			t.Errorf("%s: tailguard refuses the file, flagd-core serves it: %v", src.name, initErr)
@@ -361,7 +350,7 @@ func TestDifferentialFlagdCore(t *testing.T) {
 			// as a whole; tailguard serves the others (and reports the
 			// broken one), so there is nothing to compare.
 			t.Logf("%s: flagd-core refuses the file (%s); tailguard serves it with invalid flags %v", src.name, *want.Files[i], p.InvalidFlags())
-			refusedBoth++
+			notCompared++
 			continue
 		}
 		providers[i] = p
@@ -389,15 +378,9 @@ func TestDifferentialFlagdCore(t *testing.T) {
 		}
 	}
 	t.Logf("differential: %d files (%d from the tree, %d written as tailguardctl does), %d not compared (refused), %d cases compared, %d mismatches",
-		len(sources), len(paths), len(generated), refusedBoth, compared, mismatches)
-	fmt.Printf("differential test against @openfeature/flagd-core %s: %d cases over %d flag files, %d mismatches\n", flagdCoreVersion, compared, len(sources)-refusedBoth, mismatches)
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range classes {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+		len(sources), len(paths), len(generated), notCompared, compared, mismatches)
+	fmt.Printf("differential test against @openfeature/flagd-core %s: %d cases over %d flag files, %d mismatches\n", flagdCoreVersion, compared, len(sources)-notCompared, mismatches)
+	for _, k := range slices.Sorted(maps.Keys(classes)) {
 		t.Logf("mismatch class (%d cases): %s", classes[k], k)
 	}
 	if mismatches > 0 {
