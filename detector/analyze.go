@@ -1,16 +1,20 @@
 package detector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/detector/stats"
+	"github.com/tailguard/tailguard/querycost"
 )
 
 // ChangeSource lists the changes in a time range. changes.Multi, built from
@@ -26,6 +30,8 @@ type Detector struct {
 	src     ChangeSource
 	signals []*compiledSignal
 	now     func() time.Time
+	// slots bounds the queries in flight (Config.QueryConcurrency).
+	slots chan struct{}
 }
 
 // New validates cfg and returns a Detector querying q for signals and src
@@ -38,7 +44,7 @@ func New(cfg Config, q Querier, src ChangeSource) (*Detector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("detector config: %w", err)
 	}
-	d := &Detector{cfg: cfg, q: q, src: src, now: time.Now}
+	d := &Detector{cfg: cfg, q: q, src: src, now: time.Now, slots: make(chan struct{}, cfg.QueryConcurrency)}
 	for _, s := range cfg.Signals {
 		tpls, err := s.templates()
 		if err != nil {
@@ -159,13 +165,18 @@ func (d *Detector) Analyze(ctx context.Context, req Request) (*Report, error) {
 		}
 	}
 
-	var sds []*signalData
-	for _, sig := range d.signals {
-		sd, err := d.fetch(ctx, sig, g)
+	// Signals are fetched side by side; the query slots bound the load.
+	sds := make([]*signalData, len(d.signals))
+	errs := make([]error, len(d.signals))
+	var wg sync.WaitGroup
+	for i, sig := range d.signals {
+		wg.Go(func() { sds[i], errs[i] = d.fetch(ctx, sig, g) })
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		sds = append(sds, sd)
 	}
 
 	streams := 0
@@ -209,6 +220,7 @@ func (d *Detector) Analyze(ctx context.Context, req Request) (*Report, error) {
 	a := newAttributor(&d.cfg, g, sds, findings, evs, minReqMax)
 	a.attribute()
 
+	sortFindings(findings)
 	rep.Findings = make([]Finding, len(findings))
 	for i, f := range findings {
 		f.sig, f.stream = nil, nil
@@ -222,7 +234,6 @@ func (d *Detector) Analyze(ctx context.Context, req Request) (*Report, error) {
 			rep.Summary.Inconclusive++
 		}
 	}
-	sortFindings(rep.Findings)
 	rep.Incidents = incidents(d.cfg.Service, rep.Findings, evs)
 	return rep, nil
 }
@@ -231,7 +242,7 @@ func (d *Detector) changes(ctx context.Context, from, to time.Time) ([]changes.E
 	if d.src == nil {
 		return nil, nil
 	}
-	evs, err := d.src.Changes(ctx, from, to)
+	evs, err := d.src.Changes(querycost.WithSignal(ctx, "changes"), from, to)
 	if err != nil {
 		return nil, fmt.Errorf("discover changes: %w", err)
 	}
@@ -317,15 +328,12 @@ func firstNonEmpty(s ...string) string {
 // verdictOrder sorts regressions first, then inconclusive, then healthy.
 var verdictOrder = map[Verdict]int{Regressed: 0, Inconclusive: 1, Healthy: 2}
 
-func sortFindings(fs []Finding) {
-	sort.SliceStable(fs, func(i, j int) bool {
-		a, b := fs[i], fs[j]
-		if verdictOrder[a.Verdict] != verdictOrder[b.Verdict] {
-			return verdictOrder[a.Verdict] < verdictOrder[b.Verdict]
-		}
-		if a.Signal != b.Signal {
-			return a.Signal < b.Signal
-		}
-		return changes.FormatLabels(a.Slice) < changes.FormatLabels(b.Slice)
+func sortFindings(fs []*Finding) {
+	keys := make(map[*Finding]string, len(fs))
+	for _, f := range fs {
+		keys[f] = changes.FormatLabels(f.Slice)
+	}
+	slices.SortStableFunc(fs, func(a, b *Finding) int {
+		return cmp.Or(cmp.Compare(verdictOrder[a.Verdict], verdictOrder[b.Verdict]), strings.Compare(a.Signal, b.Signal), strings.Compare(keys[a], keys[b]))
 	})
 }

@@ -57,6 +57,7 @@ const (
 	DefaultMaxGapRatio        = 0.25
 	DefaultMargin             = 0.05
 	DefaultMinScore           = 0.3
+	DefaultQueryConcurrency   = 4
 )
 
 // Config configures the detector. Load it with LoadConfig or ParseConfig,
@@ -73,6 +74,10 @@ type Config struct {
 	Step model.Duration `yaml:"step"`
 	// QueryTimeout bounds every query. Default 30s.
 	QueryTimeout model.Duration `yaml:"query_timeout"`
+	// QueryConcurrency bounds the queries one analysis has in flight at a
+	// time (a signal's totals and events are fetched side by side, and the
+	// signals too). Default 4; 1 runs them one after another.
+	QueryConcurrency int `yaml:"query_concurrency"`
 	// ChangeLookback is how far back a change named by Request.Change is
 	// searched for. Default 24h.
 	ChangeLookback model.Duration `yaml:"change_lookback"`
@@ -174,7 +179,10 @@ type QueryTemplates struct {
 	// Total counts trials (requests, calls) per slice over .Range.
 	Total string `yaml:"total"`
 	// Events counts bad events (slow requests, retries, errors) per slice
-	// over .Range.
+	// over .Range. For retry and error ratios, a slice the events query
+	// does not return at a step where the total has a value counts 0
+	// events there (an absent counter never counted), so no "or 0 * total"
+	// fallback is needed.
 	Events string `yaml:"events"`
 	// Buckets returns the classic buckets of the whole signal over the
 	// baseline, by le, to choose the latency boundary.
@@ -270,6 +278,9 @@ func (c *Config) Validate() error {
 	def(&c.Baseline, time.Hour)
 	def(&c.Step, time.Minute)
 	def(&c.QueryTimeout, 30*time.Second)
+	if c.QueryConcurrency == 0 {
+		c.QueryConcurrency = DefaultQueryConcurrency
+	}
 	def(&c.ChangeLookback, 24*time.Hour)
 	def(&c.Detection.StaleAfter, 5*time.Minute)
 	def(&c.Attribution.TimingTolerance, 2*time.Duration(c.Step))
@@ -307,6 +318,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Baseline%c.Step != 0 || c.Baseline < 5*c.Step {
 		return fmt.Errorf("field baseline (%s) must be a multiple of step (%s) and at least 5 steps", c.Baseline, c.Step)
+	}
+	if c.QueryConcurrency < 1 || c.QueryConcurrency > 64 {
+		return fmt.Errorf("field query_concurrency (%d) must be in [1, 64]", c.QueryConcurrency)
 	}
 	if c.Step < model.Duration(time.Second) {
 		return fmt.Errorf("field step (%s) must be at least 1s", c.Step)
@@ -503,11 +517,14 @@ const (
 	tplNativeEvents   = `histogram_fraction({{.Boundary}}, +Inf, sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))) * histogram_count(sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}])))`
 	tplNativeQuantile = `histogram_quantile({{.Quantile}}, sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}])))`
 
-	tplRetryTotal  = `sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))`
-	tplRetryEvents = `sum by ({{.By}}) (increase({{.RetriesMetric}}{{.Selector}}[{{.Range}}])) or 0 * sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))`
+	tplRetryTotal = `sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))`
+	// A slice whose events counter is absent at a step where its total is
+	// present counted no events then (buildStreams fills in the 0): the
+	// server is not asked to evaluate the totals a second time for it.
+	tplRetryEvents = `sum by ({{.By}}) (increase({{.RetriesMetric}}{{.Selector}}[{{.Range}}]))`
 
 	tplErrorTotal  = `sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))`
-	tplErrorEvents = `sum by ({{.By}}) (increase({{.Metric}}{{.ErrorSelector}}[{{.Range}}])) or 0 * sum by ({{.By}}) (increase({{.Metric}}{{.Selector}}[{{.Range}}]))`
+	tplErrorEvents = `sum by ({{.By}}) (increase({{.Metric}}{{.ErrorSelector}}[{{.Range}}]))`
 )
 
 // Template names.

@@ -30,6 +30,20 @@ type baselineCounts struct {
 	pooled []map[string]string
 }
 
+// own returns the baseline of one slice, its per-step values read in place
+// (the dispersion estimates skip missing steps, as they skip empty ones).
+func own(s *stream, g grid) baselineCounts {
+	b := baselineCounts{ns: s.n[:g.baseSteps], xs: s.x[:g.baseSteps]}
+	for i := range g.baseSteps {
+		if n := s.n[i]; !math.IsNaN(n) {
+			b.n += n
+			b.x += s.x[i]
+		}
+	}
+	return b
+}
+
+// add adds a slice's baseline to a pooled one, copying its per-step values.
 func (b *baselineCounts) add(s *stream, g grid) {
 	for i := range g.baseSteps {
 		n, x := s.n[i], s.x[i]
@@ -96,8 +110,7 @@ func evaluate(f *Finding, s *stream, sd *signalData, g grid, p detectParams) {
 
 	// Baseline: the slice's own, or pooled from comparable slices when the
 	// slice did not exist before.
-	var base baselineCounts
-	base.add(s, g)
+	base := own(s, g)
 	if base.n == 0 {
 		base = pooledBaseline(s, sd, g)
 		if base.n == 0 {
@@ -250,8 +263,7 @@ func signalDispersion(sd *signalData, g grid, minRequests float64) float64 {
 	var chi2 float64
 	var df int
 	for _, s := range sd.streams {
-		var b baselineCounts
-		b.add(s, g)
+		b := own(s, g)
 		if b.n < minRequests || b.x <= 0 {
 			continue
 		}

@@ -2,11 +2,13 @@ package detector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tailguard/tailguard/detector/stats"
+	"github.com/tailguard/tailguard/querycost"
 )
 
 // Querier runs PromQL. The Prometheus HTTP API client (package
@@ -41,7 +44,12 @@ type stream struct {
 	key    string
 	n, x   []float64
 	nan    int // steps whose values were NaN or infinite
+	// badEvents marks steps whose events value was NaN or infinite (nil
+	// when none was): such a step is missing, not a step without events.
+	badEvents []bool
 }
+
+func (s *stream) seenEvents(i int) bool { return s.badEvents != nil && s.badEvents[i] }
 
 // grid is the time layout of an analysis: steps ending at
 // start, start+step, ..., each covering (t-step, t].
@@ -101,34 +109,81 @@ type signalData struct {
 	phi float64
 }
 
-// runQuery runs one query with the configured timeout, collecting warnings.
+// query runs one instant query with the configured timeout, recording it
+// and its warnings in sd.
 func (d *Detector) query(ctx context.Context, sd *signalData, q string, ts time.Time) (model.Value, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.cfg.QueryTimeout))
-	defer cancel()
-	at := ts.UTC()
-	sd.queries = append(sd.queries, Query{Expr: q, At: &at})
-	v, w, err := d.q.Query(ctx, q, ts)
-	sd.warnings = append(sd.warnings, w...)
-	if err != nil {
-		return nil, fmt.Errorf("query %q: %w", q, err)
-	}
-	return v, nil
+	v, w, err := d.instant(ctx, q, ts)
+	sd.record(Query{Expr: q, At: new(ts.UTC())}, w)
+	return v, err
 }
 
-func (d *Detector) queryRange(ctx context.Context, sd *signalData, q string, r v1.Range) (model.Matrix, error) {
+func (d *Detector) instant(ctx context.Context, q string, ts time.Time) (model.Value, v1.Warnings, error) {
+	release, err := d.acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("query %q: %w", q, err)
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.cfg.QueryTimeout))
 	defer cancel()
-	sd.queries = append(sd.queries, Query{Expr: q, Range: &Window{Start: r.Start.UTC(), End: r.End.UTC()}, Step: model.Duration(r.Step)})
-	v, w, err := d.q.QueryRange(ctx, q, r)
-	sd.warnings = append(sd.warnings, w...)
+	v, w, err := d.q.Query(ctx, q, ts)
 	if err != nil {
-		return nil, fmt.Errorf("query %q: %w", q, err)
+		return nil, w, fmt.Errorf("query %q: %w", q, err)
+	}
+	return v, w, nil
+}
+
+func (d *Detector) rangeQuery(ctx context.Context, q string, r v1.Range) (model.Matrix, v1.Warnings, error) {
+	release, err := d.acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("query %q: %w", q, err)
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(d.cfg.QueryTimeout))
+	defer cancel()
+	v, w, err := d.q.QueryRange(ctx, q, r)
+	if err != nil {
+		return nil, w, fmt.Errorf("query %q: %w", q, err)
 	}
 	m, ok := v.(model.Matrix)
 	if !ok {
-		return nil, fmt.Errorf("query %q: got %s, want a range vector", q, typeName(v))
+		return nil, w, fmt.Errorf("query %q: got %s, want a range vector", q, typeName(v))
 	}
-	return m, nil
+	return m, w, nil
+}
+
+// acquire takes one of the analysis-wide query slots.
+func (d *Detector) acquire(ctx context.Context) (func(), error) {
+	select {
+	case d.slots <- struct{}{}:
+		return func() { <-d.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// rangePair runs two range queries side by side and records both, in
+// order.
+func (d *Detector) rangePair(ctx context.Context, sd *signalData, q1, q2 string, r v1.Range) (model.Matrix, model.Matrix, error) {
+	var m [2]model.Matrix
+	var w [2]v1.Warnings
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, q := range [2]string{q1, q2} {
+		wg.Go(func() { m[i], w[i], errs[i] = d.rangeQuery(ctx, q, r) })
+	}
+	wg.Wait()
+	for i, q := range [2]string{q1, q2} {
+		sd.record(Query{Expr: q, Range: &Window{Start: r.Start.UTC(), End: r.End.UTC()}, Step: model.Duration(r.Step)}, w[i])
+	}
+	if err := errors.Join(errs[0], errs[1]); err != nil {
+		return nil, nil, err
+	}
+	return m[0], m[1], nil
+}
+
+func (sd *signalData) record(q Query, w v1.Warnings) {
+	sd.queries = append(sd.queries, q)
+	sd.warnings = append(sd.warnings, w...)
 }
 
 func typeName(v model.Value) string {
@@ -143,6 +198,7 @@ func typeName(v model.Value) string {
 // sd.err and turn into inconclusive findings.
 func (d *Detector) fetch(ctx context.Context, sig *compiledSignal, g grid) (*signalData, error) {
 	sd := &signalData{sig: sig}
+	ctx = querycost.WithSignal(ctx, sig.cfg.Name)
 	step := model.Duration(g.step).String()
 	baseRange := model.Duration(time.Duration(g.baseSteps) * g.step).String()
 	curRange := model.Duration(time.Duration(g.monSteps) * g.step).String()
@@ -171,22 +227,14 @@ func (d *Detector) fetch(ctx context.Context, sig *compiledSignal, g grid) (*sig
 	if err != nil {
 		return nil, fmt.Errorf("signal %s: render events: %w", sig.cfg.Name, err)
 	}
-	mt, err := d.queryRange(ctx, sd, total, g.rng())
+	mt, me, err := d.rangePair(ctx, sd, total, events, g.rng())
 	if err != nil {
 		return nil, fmt.Errorf("signal %s: %w", sig.cfg.Name, err)
 	}
-	me, err := d.queryRange(ctx, sd, events, g.rng())
-	if err != nil {
-		return nil, fmt.Errorf("signal %s: %w", sig.cfg.Name, err)
-	}
-	sd.streams = buildStreams(sig.cfg.By, g, mt, me)
+	sd.streams = buildStreams(sig.cfg.By, g, mt, me, sig.cfg.Kind != KindLatency)
 
 	if t, ok := sig.tpls[qQuantile]; ok {
-		sd.qBase, err = d.quantiles(ctx, sd, t, data, baseRange, g.from)
-		if err != nil {
-			return nil, fmt.Errorf("signal %s: %w", sig.cfg.Name, err)
-		}
-		sd.qCur, err = d.quantiles(ctx, sd, t, data, curRange, g.last())
+		sd.qBase, sd.qCur, err = d.quantiles(ctx, sd, t, data, [2]string{baseRange, curRange}, [2]time.Time{g.from, g.last()})
 		if err != nil {
 			return nil, fmt.Errorf("signal %s: %w", sig.cfg.Name, err)
 		}
@@ -325,31 +373,48 @@ func quantileName(q float64) string {
 	return strings.TrimPrefix(formatFloat(q*100), "0")
 }
 
-// quantiles runs the quantile template over rng at ts and returns the
-// finite values per slice key.
-func (d *Detector) quantiles(ctx context.Context, sd *signalData, t *template.Template, data TemplateData, rng string, ts time.Time) (map[string]float64, error) {
-	data.Range = rng
-	q, err := render(t, data)
-	if err != nil {
-		return nil, fmt.Errorf("render quantile: %w", err)
-	}
-	v, err := d.query(ctx, sd, q, ts)
-	if err != nil {
-		return nil, err
-	}
-	vec, ok := v.(model.Vector)
-	if !ok {
-		return nil, fmt.Errorf("query %q: got %s, want an instant vector", q, typeName(v))
-	}
-	out := make(map[string]float64, len(vec))
-	for _, s := range vec {
-		f := float64(s.Value)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			continue
+// quantiles runs the quantile template over two ranges ending at two
+// times, side by side, and returns the finite values per slice key.
+func (d *Detector) quantiles(ctx context.Context, sd *signalData, t *template.Template, data TemplateData, rng [2]string, ts [2]time.Time) (map[string]float64, map[string]float64, error) {
+	var qs [2]string
+	for i := range qs {
+		data.Range = rng[i]
+		q, err := render(t, data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("render quantile: %w", err)
 		}
-		out[sliceKey(sd.sig.cfg.By, s.Metric)] = f
+		qs[i] = q
 	}
-	return out, nil
+	var v [2]model.Value
+	var w [2]v1.Warnings
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range qs {
+		wg.Go(func() { v[i], w[i], errs[i] = d.instant(ctx, qs[i], ts[i]) })
+	}
+	wg.Wait()
+	var out [2]map[string]float64
+	for i := range qs {
+		sd.record(Query{Expr: qs[i], At: new(ts[i].UTC())}, w[i])
+	}
+	for i := range qs {
+		if errs[i] != nil {
+			return nil, nil, errs[i]
+		}
+		vec, ok := v[i].(model.Vector)
+		if !ok {
+			return nil, nil, fmt.Errorf("query %q: got %s, want an instant vector", qs[i], typeName(v[i]))
+		}
+		out[i] = make(map[string]float64, len(vec))
+		for _, s := range vec {
+			f := float64(s.Value)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				continue
+			}
+			out[i][sliceKey(sd.sig.cfg.By, s.Metric)] = f
+		}
+	}
+	return out[0], out[1], nil
 }
 
 // sliceKey identifies a slice by its By label values.
@@ -362,16 +427,28 @@ func sliceKey(by []string, m model.Metric) string {
 	return b.String()
 }
 
-// buildStreams aligns the total and events matrices on the grid.
-func buildStreams(by []string, g grid, total, events model.Matrix) []*stream {
-	idx := map[string]*stream{}
-	var out []*stream
+// buildStreams aligns the total and events matrices on the grid. With
+// zeroEvents, a step with a total but no events counts 0 events (an absent
+// retries or errors counter has counted none).
+func buildStreams(by []string, g grid, total, events model.Matrix, zeroEvents bool) []*stream {
+	idx := make(map[string]*stream, len(total))
+	out := make([]*stream, 0, len(total))
+	// The per-step values of every slice share one allocation, sized for
+	// the slices the totals name; slices only the events name get their own.
+	steps := g.steps()
+	block := nanSlice(2 * steps * len(total))
 	get := func(m model.Metric) *stream {
 		k := sliceKey(by, m)
 		if s, ok := idx[k]; ok {
 			return s
 		}
-		s := &stream{key: k, labels: make(map[string]string, len(by)), n: nanSlice(g.steps()), x: nanSlice(g.steps())}
+		var n, x []float64
+		if len(block) >= 2*steps {
+			n, x, block = block[:steps:steps], block[steps:2*steps:2*steps], block[2*steps:]
+		} else {
+			n, x = nanSlice(steps), nanSlice(steps)
+		}
+		s := &stream{key: k, labels: make(map[string]string, len(by)), n: n, x: x}
 		for _, l := range by {
 			s.labels[l] = string(m[model.LabelName(l)])
 		}
@@ -394,6 +471,12 @@ func buildStreams(by []string, g grid, total, events model.Matrix) []*stream {
 				v := float64(p.Value)
 				if math.IsNaN(v) || math.IsInf(v, 0) {
 					s.nan++
+					if !isTotal {
+						if s.badEvents == nil {
+							s.badEvents = make([]bool, g.steps())
+						}
+						s.badEvents[i] = true
+					}
 					continue
 				}
 				if !math.IsNaN(dst[i]) {
@@ -415,6 +498,9 @@ func buildStreams(by []string, g grid, total, events model.Matrix) []*stream {
 	for _, s := range out {
 		for i := range s.n {
 			n, x := s.n[i], s.x[i]
+			if zeroEvents && !math.IsNaN(n) && math.IsNaN(x) && !s.seenEvents(i) {
+				x = 0
+			}
 			if math.IsNaN(n) || math.IsNaN(x) {
 				s.n[i], s.x[i] = math.NaN(), math.NaN()
 				continue

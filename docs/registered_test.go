@@ -1,6 +1,7 @@
 package docs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/open-feature/go-sdk/openfeature/isolated"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/model"
 
 	"github.com/tailguard/tailguard/backoff"
 	"github.com/tailguard/tailguard/backoff/flagbind"
@@ -22,6 +25,7 @@ import (
 	"github.com/tailguard/tailguard/docs"
 	"github.com/tailguard/tailguard/flags/provider"
 	"github.com/tailguard/tailguard/loop"
+	"github.com/tailguard/tailguard/querycost"
 	"github.com/tailguard/tailguard/webhook"
 )
 
@@ -130,6 +134,11 @@ func registerAll(t *testing.T, reg prometheus.Registerer) {
 	// loop.
 	_, err = loop.NewMetrics(reg)
 	must("loop.NewMetrics", err)
+
+	// querycost: series appear with the first metered query.
+	meter, err := querycost.NewMeter(reg)
+	must("querycost.NewMeter", err)
+	_, _, _ = meter.Wrap("shop", emptyQuerier{}).Query(context.Background(), "up", time.Time{})
 
 	// webhook.
 	_, err = webhook.New(webhook.Config{QueueSize: 1, Registerer: reg})
@@ -470,4 +479,15 @@ func TestParseDesc(t *testing.T) {
 			t.Errorf("parseDesc(%q) accepted", bad)
 		}
 	}
+}
+
+// emptyQuerier answers every query with an empty vector.
+type emptyQuerier struct{}
+
+func (emptyQuerier) Query(context.Context, string, time.Time) (model.Value, v1.Warnings, error) {
+	return model.Vector{}, nil, nil
+}
+
+func (emptyQuerier) QueryRange(context.Context, string, v1.Range) (model.Value, v1.Warnings, error) {
+	return model.Matrix{}, nil, nil
 }

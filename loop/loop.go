@@ -20,6 +20,7 @@ import (
 	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/querycost"
 )
 
 // DefaultLookback is how long after a change the loop keeps analysing from
@@ -83,7 +84,10 @@ type Result struct {
 	Observation controller.Observation `json:"observation"`
 	Decision    controller.Decision    `json:"decision"`
 	Duration    time.Duration          `json:"duration"`
-	Error       string                 `json:"error,omitempty"`
+	// Cost is what the cycle's queries cost the metrics backend (metered
+	// queriers only; see package querycost).
+	Cost  querycost.Summary `json:"query_cost"`
+	Error string            `json:"error,omitempty"`
 }
 
 // Loop runs cycles for one service. Cycle is safe for concurrent use; cycles
@@ -175,8 +179,10 @@ func (l *Loop) Cycle(ctx context.Context, now time.Time, trigger string) (Result
 	res := Result{Service: l.cfg.Service.Name, At: now, Trigger: trigger}
 	ctx, span := l.tracer.Start(ctx, "tailguard.cycle", trace.WithAttributes(
 		attribute.String("service", res.Service), attribute.String("trigger", trigger)))
+	ctx, tally := querycost.WithTally(ctx)
 	err := l.cycle(ctx, now, &res)
 	res.Duration = time.Since(start)
+	res.Cost = tally.Summary()
 	if err != nil {
 		res.Error = err.Error()
 		span.RecordError(err)
@@ -199,7 +205,7 @@ func (l *Loop) cycle(ctx context.Context, now time.Time, res *Result) error {
 	// query: SLIs, retry statistics, flag state, changes.
 	qctx, span := l.tracer.Start(ctx, "query")
 	res.Readings = l.readSLIs(qctx, now)
-	retries, err := l.readRetries(qctx, now)
+	retries, err := l.readRetries(querycost.WithSignal(qctx, "retries"), now)
 	if err == nil {
 		res.Observation.Flags, err = l.cfg.Flags.Read(qctx)
 		if err != nil {
@@ -207,7 +213,7 @@ func (l *Loop) cycle(ctx context.Context, now time.Time, res *Result) error {
 		}
 	}
 	if err == nil {
-		res.Changes, err = l.cfg.Changes.Changes(qctx, now.Add(-l.cfg.Lookback), now)
+		res.Changes, err = l.cfg.Changes.Changes(querycost.WithSignal(qctx, "changes"), now.Add(-l.cfg.Lookback), now)
 		if err != nil {
 			err = fmt.Errorf("list changes: %w", err)
 		}
@@ -269,6 +275,7 @@ func endSpan(span trace.Span, err error) {
 func (l *Loop) readSLIs(ctx context.Context, now time.Time) []Reading {
 	out := make([]Reading, 0, len(l.sli))
 	for _, q := range l.sli {
+		ctx := querycost.WithSignal(ctx, "slo:"+q.slo.Name)
 		r := Reading{SLO: q.slo.Name, Query: q.expr, Previous: math.NaN()}
 		r.Value, r.Err = l.instant(ctx, q.expr, now)
 		if r.Err == nil {

@@ -14,6 +14,7 @@ type Metrics struct {
 	lastOK    prometheus.Gauge
 	sli       *prometheus.GaugeVec
 	objective *prometheus.GaugeVec
+	lastCost  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the loop's metrics with reg.
@@ -44,12 +45,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tailguard_slo_objective",
 			Help: "The objective of each SLO in SLI units.",
 		}, []string{"service", "slo"}),
+		lastCost: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailguard_last_cycle_query_cost",
+			Help: "What the last cycle's queries cost the metrics backend, by service and measure: queries, errors, series and samples returned, seconds of query time.",
+		}, []string{"service", "measure"}),
 	}
 	for _, v := range []string{"regressed", "healthy", "inconclusive"} {
 		m.findings.WithLabelValues(v)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.duration, m.findings, m.cycles, m.lastOK, m.sli, m.objective} {
+		for _, c := range []prometheus.Collector{m.duration, m.findings, m.cycles, m.lastOK, m.sli, m.objective, m.lastCost} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register loop metrics: %w", err)
 			}
@@ -63,6 +68,13 @@ func (m *Metrics) observe(res Result, err error) {
 		return
 	}
 	m.duration.Observe(res.Duration.Seconds())
+	c := res.Cost.Total
+	for measure, v := range map[string]float64{
+		"queries": float64(c.Queries), "errors": float64(c.Errors), "series": float64(c.Series),
+		"samples": float64(c.Samples), "seconds": c.Seconds,
+	} {
+		m.lastCost.WithLabelValues(res.Service, measure).Set(v)
+	}
 	if err != nil {
 		m.cycles.WithLabelValues(res.Service, "error").Inc()
 		return

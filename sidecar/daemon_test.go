@@ -239,7 +239,7 @@ func TestStatusPageAndIncidents(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("status page: %d", code)
 	}
-	for _, want := range []string{"checkout-latency", "backoff-strategy", "decorrelated 100%", "no data"} {
+	for _, want := range []string{"checkout-latency", "backoff-strategy", "decorrelated 100%", "no data", "Query cost of the last cycle", "<td>shop</td><td>all</td>", "<td>slo:checkout-latency</td>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("status page lacks %q", want)
 		}
@@ -260,7 +260,9 @@ func TestStatusPageAndIncidents(t *testing.T) {
 		t.Errorf("approve with a bad approver: %d %s", code, body)
 	}
 	code, body = do(t, "GET", srv.URL+"/metrics", "")
-	for _, want := range []string{"tailguard_config_last_reload_successful 1", "tailguard_cycles_total", "tailguard_flag_variant_info{flag=\"backoff-strategy\",variant=\"decorrelated\"} 1"} {
+	for _, want := range []string{"tailguard_config_last_reload_successful 1", "tailguard_cycles_total", "tailguard_flag_variant_info{flag=\"backoff-strategy\",variant=\"decorrelated\"} 1",
+		`tailguard_signal_queries_total{result="ok",service="shop",signal="slo:checkout-latency",type="instant"}`,
+		`tailguard_last_cycle_query_cost{measure="queries",service="shop"}`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}

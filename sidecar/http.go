@@ -24,6 +24,7 @@ import (
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/loop"
+	"github.com/tailguard/tailguard/querycost"
 	"github.com/tailguard/tailguard/status"
 )
 
@@ -385,6 +386,9 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 			}
 			v.SLOs = append(v.SLOs, s)
 		}
+		if !res.At.IsZero() {
+			v.QueryCost = append(v.QueryCost, costRows(res)...)
+		}
 		for _, e := range res.Changes {
 			v.Changes = append(v.Changes, status.Change{Time: e.Time, Kind: string(e.Kind), Subject: e.Component, Detail: strings.TrimSpace(e.From + " → " + e.To)})
 		}
@@ -403,6 +407,21 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 		v.Incidents = append(v.Incidents, d.incidentView(ctx, rt, e, results[sum.Service], now))
 	}
 	return v
+}
+
+// costRows lists a cycle's query cost: the total, then each signal.
+func costRows(res loop.Result) []status.QueryCost {
+	row := func(signal string, c querycost.Cost) status.QueryCost {
+		return status.QueryCost{Service: res.Service, Signal: signal, Queries: c.Queries, Errors: c.Errors,
+			Series: c.Series, Samples: c.Samples, QueryTime: time.Duration(c.Seconds * float64(time.Second)).Round(time.Millisecond).String()}
+	}
+	total := row("all", res.Cost.Total)
+	total.CycleTime = res.Duration.Round(time.Millisecond).String()
+	out := []status.QueryCost{total}
+	for _, s := range res.Cost.Signals() {
+		out = append(out, row(s, res.Cost.BySignal[s]))
+	}
+	return out
 }
 
 func (d *Daemon) flagRows(ctx context.Context, rt *runtime) []status.Flag {

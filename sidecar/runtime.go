@@ -18,6 +18,7 @@ import (
 	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/grafana"
 	"github.com/tailguard/tailguard/loop"
+	"github.com/tailguard/tailguard/querycost"
 )
 
 // runtime is everything built from one configuration. It is replaced as a
@@ -143,8 +144,15 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	meter, err := querycost.NewMeter(rt.reg)
+	if err != nil {
+		return nil, err
+	}
 	for _, sc := range cfg.Services {
 		svc, _ := cfg.Policy.Service(sc.Name)
+		// Every query of the service is metered: queries, series, samples
+		// and time by signal (tailguard_signal_queries_total and the status page).
+		q := meter.Wrap(sc.Name, q)
 		src, err := detector.NewChangeSource(sc.DetectorConfig, q)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", sc.Name, err)

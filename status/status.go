@@ -36,6 +36,22 @@ type View struct {
 	Incidents []Incident
 	Flags     []Flag
 	Changes   []Change
+	// QueryCost is what the last cycle of each service cost the metrics
+	// backend: a total row per service (Signal "all"), then one per signal.
+	QueryCost []QueryCost
+}
+
+// QueryCost is one row of the query-cost table.
+type QueryCost struct {
+	Service   string
+	Signal    string
+	Queries   int
+	Errors    int
+	Series    int
+	Samples   int
+	QueryTime string
+	// CycleTime is the wall time of the whole cycle (total rows only).
+	CycleTime string
 }
 
 // SLO states.
