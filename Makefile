@@ -7,7 +7,7 @@ PKGS          ?= ./...
 BENCHTIME     ?= 1s
 TEST_TIMEOUT  ?= 20m
 
-.PHONY: all build test test-unit test-rules test-e2e bench bench-soak lint fmt demo clean tools
+.PHONY: all build test test-unit test-rules test-e2e bench bench-soak bench-scale lint fmt demo clean tools
 
 all: build test
 
@@ -40,6 +40,12 @@ bench:
 ## Prometheus, the shop under load); not part of make test.
 bench-soak:
 	@GO=$(GO) hack/bench-soak $(SOAK)
+
+## bench-scale: the 10k-slice analysis, one sidecar over 1-100 services of
+## 10-100 slices against a real Prometheus (promtool-written history), and
+## the sidecar's 10-minute footprint, in one run; not part of make test.
+bench-scale:
+	@GO=$(GO) hack/bench-scale
 
 lint: tools
 	$(GO) vet $(PKGS)
