@@ -65,6 +65,13 @@ func (d *Detector) Config() Config { return d.cfg }
 // NewChangeSource builds the change sources the configuration declares:
 // build info metrics (queried through q), the flag journal and manifests.
 func NewChangeSource(cfg Config, q Querier) (ChangeSource, error) {
+	return NewChangeSourceReading(cfg, q, "", nil)
+}
+
+// NewChangeSourceReading is NewChangeSource with the flag journal read by
+// readJournal (named name) instead of from changes.flag_journal: for a flag
+// store that keeps its journal outside the file system.
+func NewChangeSourceReading(cfg Config, q Querier, name string, readJournal func(context.Context) ([]byte, error)) (ChangeSource, error) {
 	sources := map[string]changes.Source{}
 	if len(cfg.Changes.BuildInfo) > 0 {
 		if q == nil {
@@ -76,7 +83,13 @@ func NewChangeSource(cfg Config, q Querier) (ChangeSource, error) {
 		}
 		sources["build_info"] = b
 	}
-	if cfg.Changes.FlagJournal != "" {
+	if readJournal != nil {
+		j, err := changes.NewJournalReaderSource(name, readJournal, cfg.Changes.Flags)
+		if err != nil {
+			return nil, err
+		}
+		sources["flag journal"] = j
+	} else if cfg.Changes.FlagJournal != "" {
 		j, err := changes.NewJournalSource(cfg.Changes.FlagJournal, cfg.Changes.Flags)
 		if err != nil {
 			return nil, err

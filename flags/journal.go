@@ -245,3 +245,26 @@ func (j *Journal) append(e *Entry, validSize int64, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// ParseJournal reads journal entries in the journal's JSON-lines format
+// (as another backend keeps them), marking aborted ones. A torn last line
+// is skipped; a broken line elsewhere is an error.
+func ParseJournal(r io.Reader) ([]Entry, error) {
+	res, err := parseJournal(r)
+	if err != nil {
+		return nil, err
+	}
+	return res.Entries, nil
+}
+
+// AppendJournal appends entries to data in the journal's format.
+func AppendJournal(data []byte, entries ...Entry) ([]byte, error) {
+	for i := range entries {
+		line, err := json.Marshal(&entries[i])
+		if err != nil {
+			return nil, fmt.Errorf("marshal journal entry: %w", err)
+		}
+		data = append(append(data, line...), '\n')
+	}
+	return data, nil
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"os"
 	"sync"
 )
 
@@ -34,10 +33,10 @@ func (l *LastGood) Load(ctx context.Context) (snap *Snapshot, err error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	data, err := os.ReadFile(l.store.path)
+	data, err := l.store.backend.Read(ctx)
 	if err != nil {
 		l.sum = [sha256.Size]byte{}
-		l.err = fmt.Errorf("read flag file: %w", err)
+		l.err = err
 		return l.snap, l.err
 	}
 	sum := sha256.Sum256(data)
@@ -47,7 +46,7 @@ func (l *LastGood) Load(ctx context.Context) (snap *Snapshot, err error) {
 	l.sum = sum
 	doc, err := l.store.validator.Parse(data)
 	if err != nil {
-		l.err = fmt.Errorf("flag file %s: %w", l.store.path, err)
+		l.err = fmt.Errorf("%s: %w", l.store.where(), err)
 		return l.snap, l.err
 	}
 	l.snap, l.err = &Snapshot{Doc: doc, Revision: doc.Revision()}, nil

@@ -37,25 +37,52 @@ type StoreConfig struct {
 	Now func() time.Time
 }
 
-// Store reads and writes a flag file. Writes are serialised across
-// goroutines and processes by an advisory lock, checked against the
-// revision the caller read (compare-and-swap), validated, journaled and
-// then atomically renamed into place, so a reader (flagd, a provider, a
-// crashed writer's successor) only ever sees a complete old or new file.
-type Store struct {
-	path      string
-	lockPath  string
-	journal   *Journal
-	validator *Validator
-	now       func() time.Time
-
-	// beforeRename, if set, runs after the new file is written and
-	// journaled but before it is renamed into place; an error aborts the
-	// write as a crash at that point would. Tests use it.
-	beforeRename func(tmpPath string) error
+// Backend keeps a flag set in flagd's format and its journal. A Store
+// plans every change (compare-and-swap on the revision, idempotency,
+// validation, the journal entry) and hands it to its backend to write. The
+// file backend (StoreConfig.Path) is the default; package flags/kube keeps
+// both in a Kubernetes cluster.
+type Backend interface {
+	// Read returns the flag set as flagd JSON.
+	Read(ctx context.Context) ([]byte, error)
+	// Entries returns the journal, oldest first, abort markers applied
+	// (Entry.Aborted).
+	Entries(ctx context.Context) ([]Entry, error)
+	// Begin reads both for a change and holds what the backend needs to
+	// write it safely: a lock, the versions it read.
+	Begin(ctx context.Context) (Tx, error)
 }
 
-// NewStore validates cfg and returns a Store.
+// Tx is one change in progress.
+type Tx interface {
+	// Data is the flag set as read by Begin.
+	Data() []byte
+	// Entries is the journal as read by Begin.
+	Entries() []Entry
+	// Commit journals entries in order (write-ahead), then writes data as
+	// the flag set. If another writer changed the flag set or the journal
+	// since Begin, it fails with an error wrapping ErrConflict. A journaled
+	// entry whose write did not land is found unapplied by the next reader:
+	// the flag set never reached its revision.
+	Commit(ctx context.Context, data []byte, entries []Entry) error
+	// Close ends the change; it is safe after Commit.
+	Close()
+}
+
+// Store reads and writes a flag set through a Backend. With the file
+// backend, writes are serialised across goroutines and processes by an
+// advisory lock, checked against the revision the caller read
+// (compare-and-swap), validated, journaled and then atomically renamed into
+// place, so a reader (flagd, a provider, a crashed writer's successor) only
+// ever sees a complete old or new file.
+type Store struct {
+	backend   Backend
+	file      *fileBackend // nil for other backends
+	validator *Validator
+	now       func() time.Time
+}
+
+// NewStore validates cfg and returns a Store of the flag file cfg.Path.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("store: flag file path is required")
@@ -64,30 +91,40 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: flag file path: %w", err)
 	}
-	v := cfg.Validator
+	fb := &fileBackend{path: path, lockPath: path + LockSuffix, journal: NewJournal(JournalPath(path))}
+	s, err := NewBackendStore(fb, cfg.Validator, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	s.file, fb.now = fb, s.now
+	return s, nil
+}
+
+// NewBackendStore returns a Store over backend. A nil validator is
+// compiled; a nil now is time.Now.
+func NewBackendStore(backend Backend, v *Validator, now func() time.Time) (*Store, error) {
+	if backend == nil {
+		return nil, errors.New("store: backend is required")
+	}
 	if v == nil {
+		var err error
 		if v, err = NewValidator(); err != nil {
 			return nil, err
 		}
 	}
-	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{
-		path:      path,
-		lockPath:  path + LockSuffix,
-		journal:   NewJournal(JournalPath(path)),
-		validator: v,
-		now:       now,
-	}, nil
+	return &Store{backend: backend, validator: v, now: now}, nil
 }
 
-// Path returns the flag file path.
-func (s *Store) Path() string { return s.path }
-
-// Journal returns the store's journal.
-func (s *Store) Journal() *Journal { return s.journal }
+// Path returns the flag file path, or "" when the store is not file-backed.
+func (s *Store) Path() string {
+	if s.file == nil {
+		return ""
+	}
+	return s.file.path
+}
 
 // Snapshot is a validated flag file as read at one revision.
 type Snapshot struct {
@@ -101,13 +138,13 @@ func (s *Store) Load(ctx context.Context) (*Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(s.path)
+	data, err := s.backend.Read(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read flag file: %w", err)
+		return nil, err
 	}
 	doc, err := s.validator.Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("flag file %s: %w", s.path, err)
+		return nil, fmt.Errorf("%s: %w", s.where(), err)
 	}
 	return &Snapshot{Doc: doc, Revision: doc.Revision()}, nil
 }
@@ -196,11 +233,11 @@ func (s *Store) History(ctx context.Context, filter HistoryFilter) ([]Entry, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	entries, err := s.journal.Entries()
+	entries, err := s.backend.Entries(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if data, err := os.ReadFile(s.path); err == nil {
+	if data, err := s.backend.Read(ctx); err == nil {
 		if doc, err := Decode(data); err == nil {
 			markUnapplied(entries, doc.Revision())
 		}
@@ -222,52 +259,42 @@ type txn struct {
 	meta    *ChangeMeta
 }
 
-// commit runs one locked read-plan-validate-journal-write cycle.
+// commit runs one read-plan-validate-journal-write cycle.
 func (s *Store) commit(ctx context.Context, meta ChangeMeta, dryRun bool, plan func(*txn) (*Document, error)) (Entry, error) {
 	if err := meta.validate(); err != nil {
 		return Entry{}, err
 	}
-	fi, err := os.Stat(s.path)
-	if err != nil {
-		return Entry{}, fmt.Errorf("stat flag file: %w", err)
-	}
-	perm := fi.Mode().Perm()
-	lock, err := acquireLock(ctx, s.lockPath, perm)
+	btx, err := s.backend.Begin(ctx)
 	if err != nil {
 		return Entry{}, err
 	}
-	defer lock.release()
-
-	// Re-stat under the lock: another writer may have replaced the file.
-	if fi, err = os.Stat(s.path); err != nil {
-		return Entry{}, fmt.Errorf("stat flag file: %w", err)
-	}
-	perm = fi.Mode().Perm()
-	data, err := os.ReadFile(s.path)
+	defer btx.Close()
+	doc, err := s.validator.Parse(btx.Data())
 	if err != nil {
-		return Entry{}, fmt.Errorf("read flag file: %w", err)
+		if s.file != nil {
+			return Entry{}, fmt.Errorf("current flag file is invalid, fix it first: %w", err)
+		}
+		return Entry{}, fmt.Errorf("current %s is invalid, fix it first: %w", s.where(), err)
 	}
-	doc, err := s.validator.Parse(data)
-	if err != nil {
-		return Entry{}, fmt.Errorf("current flag file is invalid, fix it first: %w", err)
-	}
-	jr, err := s.journal.Read()
-	if err != nil {
-		return Entry{}, err
-	}
+	entries := slices.Clone(btx.Entries())
 	rev := doc.Revision()
-	if err := s.recoverAborted(&jr, rev, perm); err != nil {
-		return Entry{}, err
+	// A change journaled for a revision the flag set never reached (its
+	// writer crashed or failed before writing it) is recorded as aborted
+	// before anything else is journaled.
+	var pre []Entry
+	if i := unappliedIndex(entries, rev); i >= 0 {
+		pre = append(pre, s.abortMarker(entries[i], lastSeq(entries)+1))
+		entries[i].Aborted = true
 	}
 	if meta.IdempotencyKey != "" {
-		for _, e := range jr.Entries {
+		for _, e := range entries {
 			if e.IdempotencyKey == meta.IdempotencyKey && !e.Aborted {
 				return Entry{}, &DuplicateError{Key: meta.IdempotencyKey, Entry: e}
 			}
 		}
 	}
 
-	tx := &txn{doc: doc, rev: rev, entries: jr.Entries, meta: &meta}
+	tx := &txn{doc: doc, rev: rev, entries: entries, meta: &meta}
 	next, err := plan(tx)
 	if err != nil {
 		return Entry{}, err
@@ -284,7 +311,7 @@ func (s *Store) commit(ctx context.Context, meta ChangeMeta, dryRun bool, plan f
 		return Entry{}, ErrNoChange
 	}
 	entry := Entry{
-		Seq:            lastSeq(jr.Entries) + 1,
+		Seq:            lastSeq(entries) + int64(len(pre)) + 1,
 		Time:           s.now().UTC(),
 		Actor:          meta.Actor,
 		Action:         meta.Action,
@@ -305,35 +332,45 @@ func (s *Store) commit(ctx context.Context, meta ChangeMeta, dryRun bool, plan f
 	if err != nil {
 		return Entry{}, err
 	}
-	tmp, err := writeTemp(s.path, out, fi)
-	if err != nil {
-		return Entry{}, err
-	}
-	// Journal before the rename (write-ahead): if we crash after the
-	// rename, the change is journaled; if we crash before it, the next
-	// writer sees a journaled revision the file never reached and appends
-	// an abort marker (recoverAborted).
-	if err := s.journal.append(&entry, jr.validSize, perm); err != nil {
-		os.Remove(tmp)
-		return Entry{}, err
-	}
-	if s.beforeRename != nil {
-		if err := s.beforeRename(tmp); err != nil {
-			os.Remove(tmp)
-			return Entry{}, fmt.Errorf("write flag file: %w", err)
+	if err := btx.Commit(ctx, out, append(pre, entry)); err != nil {
+		var se *syncError
+		if errors.As(err, &se) {
+			// The write happened; only its durability is in doubt. Report
+			// it so the caller does not assume the change survives a power
+			// loss.
+			return entry, err
 		}
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		os.Remove(tmp)
-		s.abort(entry, perm)
-		return Entry{}, fmt.Errorf("replace flag file: %w", err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		// The rename happened; only its durability is in doubt. Report it
-		// so the caller does not assume the change survives a power loss.
-		return entry, fmt.Errorf("sync flag file directory: %w", err)
+		return Entry{}, err
 	}
 	return entry, nil
+}
+
+// where names the flag set in messages.
+func (s *Store) where() string {
+	if s.file != nil {
+		return "flag file " + s.file.path
+	}
+	if n, ok := s.backend.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return "flag set"
+}
+
+// unappliedIndex returns the index of the last entry that claims a
+// revision the flag set (at rev) never reached and has no abort marker
+// yet, or -1.
+func unappliedIndex(entries []Entry, rev int64) int {
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := &entries[i]
+		if e.Action == ActionAbort || e.Aborted {
+			continue
+		}
+		if e.RevisionAfter <= rev {
+			return -1
+		}
+		return i
+	}
+	return -1
 }
 
 // markUnapplied marks as aborted the trailing entries that claim a
@@ -351,55 +388,20 @@ func markUnapplied(entries []Entry, rev int64) {
 	}
 }
 
-// recoverAborted appends an abort marker for the last journaled change if
-// the flag file never reached its revision.
-func (s *Store) recoverAborted(jr *ReadResult, rev int64, perm os.FileMode) error {
-	for i := len(jr.Entries) - 1; i >= 0; i-- {
-		e := &jr.Entries[i]
-		if e.Action == ActionAbort || e.Aborted {
-			continue
-		}
-		if e.RevisionAfter <= rev {
-			return nil
-		}
-		marker := s.abortMarker(*e, lastSeq(jr.Entries)+1)
-		if err := s.journal.append(&marker, jr.validSize, perm); err != nil {
-			return fmt.Errorf("record aborted change %d: %w", e.Seq, err)
-		}
-		e.Aborted = true
-		fresh, err := s.journal.Read()
-		if err != nil {
-			return err
-		}
-		*jr = fresh
-		return nil
-	}
-	return nil
-}
+func (s *Store) abortMarker(e Entry, seq int64) Entry { return abortMarker(e, seq, s.now()) }
 
-func (s *Store) abortMarker(e Entry, seq int64) Entry {
+func abortMarker(e Entry, seq int64, now time.Time) Entry {
 	return Entry{
 		Seq:            seq,
-		Time:           s.now().UTC(),
+		Time:           now.UTC(),
 		Actor:          actorSystem,
 		Action:         ActionAbort,
-		Reason:         fmt.Sprintf("flag file never reached revision %d", e.RevisionAfter),
+		Reason:         fmt.Sprintf("flag set never reached revision %d", e.RevisionAfter),
 		Flags:          []string{},
 		RevisionBefore: e.RevisionBefore,
 		RevisionAfter:  e.RevisionBefore,
 		Aborts:         e.Seq,
 	}
-}
-
-// abort best-effort records that entry did not reach the file; if this
-// fails too, the next writer's recoverAborted does it.
-func (s *Store) abort(entry Entry, perm os.FileMode) {
-	jr, err := s.journal.Read()
-	if err != nil {
-		return
-	}
-	marker := s.abortMarker(entry, lastSeq(jr.Entries)+1)
-	_ = s.journal.append(&marker, jr.validSize, perm)
 }
 
 func lastSeq(entries []Entry) int64 {

@@ -147,7 +147,7 @@ func TestUpdate(t *testing.T) {
 	if _, err := s.Update(ctx, 1, SetVariant("new-checkout", "maybe", false), operator("x")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("unknown variant: %v", err)
 	}
-	entries, err := s.Journal().Entries()
+	entries, err := s.file.journal.Entries()
 	if err != nil || len(entries) != 1 {
 		t.Errorf("journal has %d entries (%v), want only the one change", len(entries), err)
 	}
@@ -364,7 +364,7 @@ func TestCrashBeforeRename(t *testing.T) {
 	}
 	crash := errors.New("power cut")
 	var tmpSeen string
-	s.beforeRename = func(tmp string) error {
+	s.file.beforeRename = func(tmp string) error {
 		tmpSeen = tmp
 		if _, err := os.Stat(tmp); err != nil {
 			t.Errorf("temporary file missing before rename: %v", err)
@@ -375,7 +375,7 @@ func TestCrashBeforeRename(t *testing.T) {
 	if !errors.Is(err, crash) {
 		t.Fatalf("interrupted update: %v", err)
 	}
-	s.beforeRename = nil
+	s.file.beforeRename = nil
 	now, err := os.ReadFile(s.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -420,7 +420,7 @@ func TestCrashedWriterRecovery(t *testing.T) {
 	ctx := context.Background()
 	ghost := Entry{Seq: 1, Time: time.Now(), Actor: ActorController, Action: ActionRollout, Reason: "ghost",
 		Flags: []string{"backoff-strategy"}, RevisionBefore: 0, RevisionAfter: 1}
-	if err := s.journal.append(&ghost, 0, 0o640); err != nil {
+	if err := s.file.journal.append(&ghost, 0, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Update(ctx, 0, SetState("new-checkout", StateDisabled), operator("after the crash")); err != nil {
@@ -442,7 +442,7 @@ func TestJournalTornTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A crash mid-append leaves half a line.
-	f, err := os.OpenFile(s.Journal().Path(), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(s.file.journal.Path(), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,14 +450,14 @@ func TestJournalTornTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	r, err := s.Journal().Read()
+	r, err := s.file.journal.Read()
 	if err != nil || !r.TornTail || len(r.Entries) != 1 {
 		t.Fatalf("read torn journal: %d entries, torn %v, %v", len(r.Entries), r.TornTail, err)
 	}
 	if _, err := s.Update(ctx, 1, SetState("new-checkout", StateEnabled), operator("two")); err != nil {
 		t.Fatal(err)
 	}
-	r, err = s.Journal().Read()
+	r, err = s.file.journal.Read()
 	if err != nil || r.TornTail || len(r.Entries) != 2 || r.Entries[1].Reason != "two" {
 		t.Fatalf("after the next append: %+v, torn %v, %v", r.Entries, r.TornTail, err)
 	}
@@ -490,7 +490,7 @@ func TestLoadInvalidFile(t *testing.T) {
 
 func TestLockHonoursContext(t *testing.T) {
 	s := newTestStore(t, baseFile)
-	held, err := acquireLock(context.Background(), s.lockPath, 0o600)
+	held, err := acquireLock(context.Background(), s.file.lockPath, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

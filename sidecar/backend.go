@@ -42,6 +42,15 @@ func newBackendHealth(now func() time.Time) *backendHealth {
 	})}
 }
 
+// newKubeHealth tracks the Kubernetes API server the same way, from every
+// call of the flag store in the cluster (kubernetes configured).
+func newKubeHealth(now func() time.Time) *backendHealth {
+	return &backendHealth{now: now, gauge: prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tailguard_kubernetes_up",
+		Help: "1 if the last call to the Kubernetes API server was answered, 0 if not (no flag is read or written; readiness fails). Only with kubernetes configured.",
+	})}
+}
+
 // observe records the outcome of one query. A query the server answered
 // with an error of the query itself (bad data, execution) shows the
 // server up; one cancelled by its caller says nothing.

@@ -25,8 +25,14 @@ type Config struct {
 	EvaluationInterval model.Duration `yaml:"evaluation_interval"`
 	// Prometheus is the server the detector queries.
 	Prometheus PrometheusConfig `yaml:"prometheus"`
-	// FlagFile is the flagd flag file the controller writes. Required.
+	// FlagFile is the flagd flag file the controller writes. Required
+	// unless Kubernetes is set.
 	FlagFile string `yaml:"flag_file"`
+	// Kubernetes, when set, keeps the flags in an OpenFeature Operator
+	// FeatureFlag resource and the journal in a ConfigMap beside it, shared
+	// by every replica, and elects one leader per service among the
+	// replicas: it alone decides and writes. flag_file is then not used.
+	Kubernetes *KubernetesConfig `yaml:"kubernetes,omitempty"`
 	// StateFile keeps the controller's state (incidents, verifications,
 	// hold and cooldown clocks) across restarts. Default the flag file's
 	// path plus flags.StateSuffix. Without it (lost with a pod, say) a
@@ -48,6 +54,64 @@ type Config struct {
 	Policy *policy.Policy `yaml:"-"`
 	// Dir is the directory of the configuration file.
 	Dir string `yaml:"-"`
+}
+
+// KubernetesConfig says where the shared flag state lives and how the
+// replicas elect their leaders.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file; empty means the pod's service
+	// account (in-cluster), else $KUBECONFIG or ~/.kube/config.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Namespace of the FeatureFlag, its journal and the leases; default the
+	// pod's (or the kubeconfig context's) namespace.
+	Namespace string `yaml:"namespace"`
+	// FeatureFlag is the name of the FeatureFlag resource. Required.
+	FeatureFlag string `yaml:"feature_flag"`
+	// Identity names this replica in the leases; default $POD_NAME, else
+	// the host name.
+	Identity string `yaml:"identity"`
+	// LeaseDuration, RenewDeadline, RetryPeriod: client-go's leader
+	// election timings. Defaults 15s, 10s, 2s. A leader that cannot renew
+	// stops writing at RenewDeadline, before the lease expires.
+	LeaseDuration model.Duration `yaml:"lease_duration"`
+	RenewDeadline model.Duration `yaml:"renew_deadline"`
+	RetryPeriod   model.Duration `yaml:"retry_period"`
+	// MaxJournalEntries bounds the journal ConfigMap. Default 500.
+	MaxJournalEntries int `yaml:"max_journal_entries"`
+}
+
+func (k *KubernetesConfig) validate(dir func(string) string) error {
+	if k.FeatureFlag == "" {
+		return errors.New("kubernetes.feature_flag: required (the name of the FeatureFlag resource)")
+	}
+	if k.Kubeconfig != "" {
+		k.Kubeconfig = dir(k.Kubeconfig)
+	}
+	if k.Identity == "" {
+		k.Identity = os.Getenv("POD_NAME")
+	}
+	if k.Identity == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("kubernetes.identity: empty and no host name: %w", err)
+		}
+		k.Identity = h
+	}
+	def := func(d *model.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = model.Duration(v)
+		}
+	}
+	def(&k.LeaseDuration, 15*time.Second)
+	def(&k.RenewDeadline, 10*time.Second)
+	def(&k.RetryPeriod, 2*time.Second)
+	if !(k.RetryPeriod > 0 && k.RetryPeriod < k.RenewDeadline && k.RenewDeadline < k.LeaseDuration) {
+		return fmt.Errorf("kubernetes: want 0 < retry_period (%s) < renew_deadline (%s) < lease_duration (%s)", k.RetryPeriod, k.RenewDeadline, k.LeaseDuration)
+	}
+	if k.MaxJournalEntries < 0 {
+		return fmt.Errorf("kubernetes.max_journal_entries: must not be negative, got %d", k.MaxJournalEntries)
+	}
+	return nil
 }
 
 // PrometheusConfig says where and how to query.
@@ -161,14 +225,28 @@ func (c *Config) validate() error {
 	if err := c.Prometheus.HTTPClientConfig.Validate(); err != nil {
 		return fmt.Errorf("prometheus.http_client_config: %w", err)
 	}
-	if c.FlagFile == "" {
-		return errors.New("flag_file: required")
-	}
-	c.FlagFile = c.path(c.FlagFile)
-	if c.StateFile == "" {
-		c.StateFile = c.FlagFile + flags.StateSuffix
-	} else {
-		c.StateFile = c.path(c.StateFile)
+	switch {
+	case c.Kubernetes != nil:
+		if c.FlagFile != "" {
+			return errors.New("flag_file: not used with kubernetes (the flags live in the FeatureFlag resource); remove one")
+		}
+		if err := c.Kubernetes.validate(c.path); err != nil {
+			return err
+		}
+		// A pod has no file that outlives it: incidents resume from the
+		// journal in the cluster unless a state_file is given.
+		if c.StateFile != "" {
+			c.StateFile = c.path(c.StateFile)
+		}
+	case c.FlagFile == "":
+		return errors.New("flag_file: required (or kubernetes, to keep the flags in the cluster)")
+	default:
+		c.FlagFile = c.path(c.FlagFile)
+		if c.StateFile == "" {
+			c.StateFile = c.FlagFile + flags.StateSuffix
+		} else {
+			c.StateFile = c.path(c.StateFile)
+		}
 	}
 	if c.PolicyFile == "" {
 		return errors.New("policy_file: required")
@@ -263,7 +341,11 @@ func (c *Config) detectorConfig(s *ServiceConfig) (detector.Config, error) {
 		return dc, fmt.Errorf("service: %q differs from the service's name %q (leave it out)", dc.Service, s.Name)
 	}
 	dc.Service = s.Name
-	if dc.Changes.FlagJournal == "" {
+	if c.Kubernetes != nil {
+		if dc.Changes.FlagJournal != "" {
+			return dc, errors.New("changes.flag_journal: not used with kubernetes (the journal lives in the cluster)")
+		}
+	} else if dc.Changes.FlagJournal == "" {
 		dc.Changes.FlagJournal = c.FlagFile + ".journal.jsonl"
 	} else {
 		dc.Changes.FlagJournal = c.path(dc.Changes.FlagJournal)

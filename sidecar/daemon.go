@@ -18,6 +18,8 @@ import (
 	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/grafana"
+	"github.com/tailguard/tailguard/internal/kubeclient"
+	"github.com/tailguard/tailguard/internal/leader"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/status"
 	"github.com/tailguard/tailguard/webhook"
@@ -37,6 +39,9 @@ type Options struct {
 	// Querier replaces the Prometheus client built from the configuration
 	// (the embedded engine, tests).
 	Querier detector.Querier
+	// Kubernetes replaces the clients built from the kubernetes
+	// configuration (tests).
+	Kubernetes func(*KubernetesConfig) (*kubeclient.Clients, error)
 	// TracerProvider traces cycles; nil traces nothing.
 	TracerProvider trace.TracerProvider
 	// Actor names this replica in decisions, e.g. the pod name.
@@ -69,7 +74,12 @@ type Daemon struct {
 	annotated  map[string]bool      // idempotency keys already annotated
 	lastErrors map[string]string
 	health     *backendHealth
+	kubeHealth *backendHealth // the Kubernetes API server (kubernetes configured)
 	states     map[string]*controller.FileStates // by path, shared by the runtimes
+	// electors elect the leader of each service (kubernetes configured);
+	// they run until Close.
+	electors *leader.Electors
+	stopBg   context.CancelFunc
 
 	metrics daemonMetrics
 }
@@ -113,7 +123,11 @@ func New(o Options) (*Daemon, error) {
 		opts: o, log: o.Logger, tracer: tp.Tracer("github.com/tailguard/tailguard/loop"), now: o.Now,
 		declared: changes.NewDeclared(256), lastAlert: map[string]time.Time{}, annotated: map[string]bool{},
 		lastErrors: map[string]string{}, health: newBackendHealth(o.Now), states: map[string]*controller.FileStates{},
+		kubeHealth: newKubeHealth(o.Now),
 	}
+	bg, stop := context.WithCancel(context.Background())
+	d.stopBg = stop
+	d.electors = leader.NewElectors(bg, o.Logger.With("component", "leader-election"))
 	r, err := status.NewRenderer()
 	if err != nil {
 		return nil, err
@@ -173,7 +187,7 @@ func (d *Daemon) registerMetrics() error {
 			Help: "Alertmanager alerts received for a service, by outcome (evaluated, throttled, resolved, unknown_service).",
 		}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.reloadOK, m.reloadTime, m.ready, m.flagVariant, m.annotations, m.triggers, d.health.gauge} {
+	for _, c := range []prometheus.Collector{m.reloadOK, m.reloadTime, m.ready, m.flagVariant, m.annotations, m.triggers, d.health.gauge, d.kubeHealth.gauge, d.electors.Collector()} {
 		if err := d.opts.Registerer.Register(c); err != nil {
 			return fmt.Errorf("register sidecar metrics: %w", err)
 		}
@@ -183,8 +197,27 @@ func (d *Daemon) registerMetrics() error {
 }
 
 func (d *Daemon) buildOptions(prev *runtime) buildOptions {
-	return buildOptions{logger: d.log, querier: d.opts.Querier, health: d.health, states: d.stateStore, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev}
+	return buildOptions{logger: d.log, querier: d.opts.Querier, health: d.health, states: d.stateStore, declared: d.declared, tracer: d.tracer, actor: d.opts.Actor, previous: prev,
+		kube: d.kubeClients, kubeHealth: d.kubeHealth, elect: d.electors.Get}
 }
+
+// kubeClients builds the clients of a kubernetes configuration
+// (Options.Kubernetes overrides it in tests).
+func (d *Daemon) kubeClients(k *KubernetesConfig) (*kubeclient.Clients, error) {
+	if d.opts.Kubernetes != nil {
+		return d.opts.Kubernetes(k)
+	}
+	rc, ns, err := kubeclient.Load(k.Kubeconfig, k.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return kubeclient.New(rc, ns)
+}
+
+// Close stops the leader elections, releasing the leases this replica
+// holds so that another replica takes over at once. Run calls it when it
+// returns.
+func (d *Daemon) Close() { d.stopBg() }
 
 // stateStore returns the state store at path, one per path for the
 // daemon's life, so that a runtime being replaced and its successor never
@@ -226,8 +259,28 @@ func (d *Daemon) Reload() error {
 	return nil
 }
 
-// Ready reports whether Prometheus has answered.
-func (d *Daemon) Ready() bool { return d.ready.Load() }
+// Ready reports whether Prometheus has answered and, with kubernetes
+// configured, whether the API server answers.
+func (d *Daemon) Ready() bool { return d.ready.Load() && d.kubeReady() }
+
+func (d *Daemon) kubeReady() bool {
+	if d.rt.Load().cfg.Kubernetes == nil {
+		return true
+	}
+	return d.kubeHealth.status().Up
+}
+
+// notReady says why the replica is not ready, or "".
+func (d *Daemon) notReady() string {
+	switch {
+	case !d.ready.Load():
+		return "Prometheus has not answered yet"
+	case !d.kubeReady():
+		st := d.kubeHealth.status()
+		return "the Kubernetes API server does not answer (" + st.Error + "): no flag is read or written"
+	}
+	return ""
+}
 
 // WaitReady queries Prometheus until it answers or ctx ends.
 func (d *Daemon) WaitReady(ctx context.Context) error {
@@ -257,6 +310,7 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 // for it fires. A cycle in flight when ctx ends runs to completion (within
 // CycleTimeout), so a flag write is never cut off.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer d.Close()
 	go func() { _ = d.WaitReady(ctx) }()
 	interval := time.Duration(d.rt.Load().cfg.EvaluationInterval)
 	ticker := time.NewTicker(interval)

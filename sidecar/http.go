@@ -23,6 +23,7 @@ import (
 	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/internal/leader"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/querycost"
 	"github.com/tailguard/tailguard/status"
@@ -52,8 +53,8 @@ func (d *Daemon) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "tailguard is healthy.") })
 	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !d.Ready() {
-			http.Error(w, "tailguard is not ready: Prometheus has not answered yet.", http.StatusServiceUnavailable)
+		if why := d.notReady(); why != "" {
+			http.Error(w, "tailguard is not ready: "+why+".", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "tailguard is ready.")
@@ -178,6 +179,8 @@ type findingsView struct {
 	Assessments []controller.Assessment `json:"assessments"`
 	Findings    []detector.Finding      `json:"findings"`
 	Incidents   []detector.Incident     `json:"incidents"`
+	// Leadership is who decides for the service (kubernetes configured).
+	Leadership *leader.Status `json:"leadership,omitempty"`
 }
 
 func (d *Daemon) getFindings(w http.ResponseWriter, _ *http.Request) {
@@ -189,6 +192,12 @@ func (d *Daemon) getFindings(w http.ResponseWriter, _ *http.Request) {
 			Findings: []detector.Finding{}, Incidents: []detector.Incident{}}
 		if res.Report != nil {
 			v.Findings, v.Incidents = res.Report.Findings, res.Report.Incidents
+		}
+		for _, e := range rt.electors {
+			if e.Service() == res.Service {
+				st := e.Status()
+				v.Leadership = &st
+			}
 		}
 		if blind := blindReason(backend, res); blind != "" {
 			v.Assessments = nil
@@ -351,6 +360,28 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 			v.Blind += " (" + b.Error + ")"
 		}
 		v.Blind += ": tailguard sees nothing and takes no action until it answers again."
+	}
+	if rt.cfg.Kubernetes != nil && !d.kubeReady() {
+		st := d.kubeHealth.status()
+		msg := "The Kubernetes API server is not answering"
+		if !st.Since.IsZero() {
+			msg += " since " + st.Since.UTC().Format("2006-01-02 15:04:05 UTC")
+		}
+		if st.Error != "" {
+			msg += " (" + st.Error + ")"
+		}
+		msg += ": tailguard reads and writes no flag until it answers again."
+		v.Blind = strings.TrimSpace(v.Blind + " " + msg)
+	}
+	for _, e := range rt.electors {
+		st := e.Status()
+		l := status.Leader{Service: st.Service, Leader: st.Leader, Self: st.Leading}
+		if st.Leading {
+			l.Detail = "since " + st.Since.UTC().Format("15:04:05 UTC")
+		} else {
+			l.Detail = "this replica is " + st.Identity
+		}
+		v.Leaders = append(v.Leaders, l)
 	}
 	var modes []string
 	results := map[string]loop.Result{}

@@ -1,6 +1,11 @@
 package sidecar
 
 import (
+	"errors"
+	"net"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +22,9 @@ import (
 	"github.com/tailguard/tailguard/detector/promapi"
 	"github.com/tailguard/tailguard/flags"
 	"github.com/tailguard/tailguard/grafana"
+	"github.com/tailguard/tailguard/flags/kube"
+	"github.com/tailguard/tailguard/internal/kubeclient"
+	"github.com/tailguard/tailguard/internal/leader"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/querycost"
 )
@@ -32,6 +40,8 @@ type runtime struct {
 	byName     map[string]*loop.Loop
 	annotator  *grafana.Annotator
 	querier    detector.Querier
+	kubernetes *kubeclient.Clients // nil without kubernetes
+	electors   []*leader.Elector  // one per service with kubernetes
 }
 
 // buildOptions are the long-lived parts a runtime is built with.
@@ -44,6 +54,12 @@ type buildOptions struct {
 	tracer   trace.Tracer
 	actor    string
 	previous *runtime // state to carry over
+	// kube builds the clients of the kubernetes configuration; kubeHealth
+	// is told the outcome of every API call; elect returns a service's
+	// leader election (all three only with kubernetes configured).
+	kube       func(*KubernetesConfig) (*kubeclient.Clients, error)
+	kubeHealth *backendHealth
+	elect      func(service string, ec leader.Config) (*leader.Elector, error)
 }
 
 // writers dispatches a controller's flag changes to the service's writer.
@@ -68,14 +84,57 @@ func (w writers) Apply(ctx context.Context, ch controller.FlagChange) (bool, err
 
 func build(cfg *Config, o buildOptions) (*runtime, error) {
 	rt := &runtime{cfg: cfg, reg: prometheus.NewRegistry(), byName: map[string]*loop.Loop{}}
-	st, err := flags.NewStore(flags.StoreConfig{Path: cfg.FlagFile})
-	if err != nil {
-		return nil, fmt.Errorf("flag store: %w", err)
-	}
-	if _, err := st.Load(context.Background()); err != nil {
-		return nil, fmt.Errorf("flag_file: %w", err)
+	var (
+		st          *flags.Store
+		journalName string
+		readJournal func(context.Context) ([]byte, error)
+		clients     *kubeclient.Clients
+	)
+	if k := cfg.Kubernetes; k != nil {
+		var err error
+		if clients, err = o.kube(k); err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		var kb *kube.Backend
+		st, kb, err = kube.NewStore(kube.Config{
+			Dynamic: clients.Dynamic, Namespace: clients.Namespace, Name: k.FeatureFlag,
+			MaxEntries: k.MaxJournalEntries, Observe: func(err error) { o.kubeHealth.observe(context.Background(), err) },
+		}, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		journalName = fmt.Sprintf("configmap:%s/%s", clients.Namespace, kb.JournalName())
+		readJournal = func(ctx context.Context) ([]byte, error) {
+			es, err := kb.Entries(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return flags.AppendJournal(nil, es...)
+		}
+		// An API server that does not answer now is a readiness problem,
+		// not a configuration error: the replica starts, reports it, and
+		// reads the flags once it answers. A FeatureFlag that is missing
+		// or invalid is an error.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = st.Load(ctx)
+		cancel()
+		if err != nil && !apiUnavailable(err) {
+			return nil, fmt.Errorf("kubernetes.feature_flag: %w", err)
+		}
+		if err != nil {
+			o.logger.Warn("the Kubernetes API server does not answer; starting unready", "err", err)
+		}
+	} else {
+		var err error
+		if st, err = flags.NewStore(flags.StoreConfig{Path: cfg.FlagFile}); err != nil {
+			return nil, fmt.Errorf("flag store: %w", err)
+		}
+		if _, err := st.Load(context.Background()); err != nil {
+			return nil, fmt.Errorf("flag_file: %w", err)
+		}
 	}
 	rt.store = st
+	rt.kubernetes = clients
 
 	q := o.querier
 	if q == nil {
@@ -117,9 +176,13 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		}
 		rt.annotator = a
 	}
-	states, err := o.states(cfg.StateFile)
-	if err != nil {
-		return nil, fmt.Errorf("state_file: %w", err)
+	var states controller.StateStore
+	if cfg.StateFile != "" {
+		fs, err := o.states(cfg.StateFile)
+		if err != nil {
+			return nil, fmt.Errorf("state_file: %w", err)
+		}
+		states = fs
 	}
 	ctrl, err := controller.New(controller.Config{
 		Policy: cfg.Policy, Writer: ws, Actor: o.actor, Logger: o.logger.With("component", "controller"),
@@ -153,7 +216,7 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		// Every query of the service is metered: queries, series, samples
 		// and time by signal (tailguard_signal_queries_total and the status page).
 		q := meter.Wrap(sc.Name, q)
-		src, err := detector.NewChangeSource(sc.DetectorConfig, q)
+		src, err := detector.NewChangeSourceReading(sc.DetectorConfig, q, journalName, readJournal)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 		}
@@ -163,9 +226,21 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 		}
+		var stepper loop.Stepper = ctrl
+		if k := cfg.Kubernetes; k != nil {
+			e, err := o.elect(sc.Name, leader.Config{
+				Client: clients.Dynamic, Namespace: clients.Namespace, Identity: k.Identity,
+				LeaseDuration: time.Duration(k.LeaseDuration), RenewDeadline: time.Duration(k.RenewDeadline), RetryPeriod: time.Duration(k.RetryPeriod),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("service %s: %w", sc.Name, err)
+			}
+			stepper = leader.Gate(ctrl, e)
+			rt.electors = append(rt.electors, e)
+		}
 		l, err := loop.New(loop.Config{
 			Service: svc, DetectorConfig: det.Config(), Detector: det, Changes: all, Querier: q,
-			Flags: ws[sc.Name], Controller: ctrl, SLI: sc.SLI, Lookback: time.Duration(sc.Lookback),
+			Flags: ws[sc.Name], Controller: stepper, SLI: sc.SLI, Lookback: time.Duration(sc.Lookback),
 			Tracer: o.tracer, Metrics: lm, Logger: o.logger.With("component", "loop"),
 		})
 		if err != nil {
@@ -196,4 +271,12 @@ func (n escalationNotifier) Escalate(ctx context.Context, e controller.Escalatio
 		Tags: []string{"escalate", e.Service},
 	})
 	return err
+}
+
+// apiUnavailable tells an API server that did not answer from one that
+// refused or lacked the object.
+func apiUnavailable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || utilnet.IsConnectionRefused(err) ||
+		utilnet.IsProbableEOF(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)
 }

@@ -36,9 +36,20 @@ type View struct {
 	Incidents []Incident
 	Flags     []Flag
 	Changes   []Change
+	// Leaders says, per service, which replica decides and writes (with the
+	// flags in Kubernetes); empty otherwise.
+	Leaders []Leader
 	// QueryCost is what the last cycle of each service cost the metrics
 	// backend: a total row per service (Signal "all"), then one per signal.
 	QueryCost []QueryCost
+}
+
+// Leader is the leadership of one service among the replicas.
+type Leader struct {
+	Service string
+	Leader  string
+	Self    bool
+	Detail  string
 }
 
 // QueryCost is one row of the query-cost table.

@@ -16,6 +16,8 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/flags/kube"
+	"github.com/tailguard/tailguard/internal/kubeclient"
 )
 
 // Exit codes.
@@ -54,6 +56,12 @@ type globalFlags struct {
 	flagFile string
 	output   string
 	actor    string
+	// The flags in a Kubernetes cluster instead (--feature-flag).
+	featureFlag string
+	kubeconfig  string
+	namespace   string
+	// kubeClients overrides the clients built from the flags (tests).
+	kubeClients func(kubeconfig, namespace string) (*kubeclient.Clients, error)
 
 	stdin  io.Reader
 	stdout io.Writer
@@ -81,6 +89,12 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) (*kingpin.Application, *g
 	app.HelpFlag.Short('h')
 	app.Flag("flag-file", "The flagd flag file to operate on.").
 		Envar("TAILGUARD_FLAG_FILE").PlaceHolder("PATH").StringVar(&g.flagFile)
+	app.Flag("feature-flag", "Operate on the flags of this OpenFeature FeatureFlag resource (and its journal ConfigMap) in a Kubernetes cluster instead of a file.").
+		Envar("TAILGUARD_FEATURE_FLAG").PlaceHolder("NAME").StringVar(&g.featureFlag)
+	app.Flag("kubeconfig", "With --feature-flag: the kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config).").
+		Envar("KUBECONFIG").PlaceHolder("PATH").StringVar(&g.kubeconfig)
+	app.Flag("namespace", "With --feature-flag: the namespace (default: the kubeconfig context's or the pod's).").Short('n').
+		PlaceHolder("NAMESPACE").StringVar(&g.namespace)
 	app.Flag("output", "Output format: text or json.").Short('o').
 		Default("text").EnumVar(&g.output, "text", "json")
 	app.Flag("actor", `Who makes changes: "operator:<name>" or "controller".`).
@@ -189,10 +203,31 @@ func exitCode(err error) int {
 	}
 }
 
-// store opens the flag file named by --flag-file.
+// store opens the flag file named by --flag-file, or the FeatureFlag named
+// by --feature-flag.
 func (g *globalFlags) store() (*flags.Store, error) {
-	if g.flagFile == "" {
-		return nil, usagef("--flag-file (or TAILGUARD_FLAG_FILE) is required")
+	switch {
+	case g.featureFlag != "" && g.flagFile != "":
+		return nil, usagef("choose one of --flag-file and --feature-flag")
+	case g.featureFlag != "":
+		build := g.kubeClients
+		if build == nil {
+			build = func(kubeconfig, namespace string) (*kubeclient.Clients, error) {
+				rc, ns, err := kubeclient.Load(kubeconfig, namespace)
+				if err != nil {
+					return nil, err
+				}
+				return kubeclient.New(rc, ns)
+			}
+		}
+		c, err := build(g.kubeconfig, g.namespace)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		s, _, err := kube.NewStore(kube.Config{Dynamic: c.Dynamic, Namespace: c.Namespace, Name: g.featureFlag, FieldManager: "tailguardctl"}, nil, g.now)
+		return s, err
+	case g.flagFile == "":
+		return nil, usagef("--flag-file (or TAILGUARD_FLAG_FILE), or --feature-flag, is required")
 	}
 	return flags.NewStore(flags.StoreConfig{Path: g.flagFile, Now: g.now})
 }

@@ -102,6 +102,7 @@ type FlagScope struct {
 // JournalSource reports flag changes from a flag journal file.
 type JournalSource struct {
 	path   string
+	read   func(context.Context) ([]byte, error) // nil: read path
 	scopes map[string]FlagScope
 }
 
@@ -114,17 +115,37 @@ func NewJournalSource(path string, scopes map[string]FlagScope) (*JournalSource,
 	return &JournalSource{path: path, scopes: maps.Clone(scopes)}, nil
 }
 
+// NewJournalReaderSource reads a journal kept elsewhere (a Kubernetes
+// ConfigMap, say): read returns its lines; name names it in events and
+// errors.
+func NewJournalReaderSource(name string, read func(context.Context) ([]byte, error), scopes map[string]FlagScope) (*JournalSource, error) {
+	if name == "" || read == nil {
+		return nil, errors.New("journal source: name and reader are required")
+	}
+	return &JournalSource{path: name, read: read, scopes: maps.Clone(scopes)}, nil
+}
+
 // Changes returns one event per flag touched by an entry in [from, to].
-func (j *JournalSource) Changes(_ context.Context, from, to time.Time) ([]Event, error) {
-	f, err := os.Open(j.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+func (j *JournalSource) Changes(ctx context.Context, from, to time.Time) ([]Event, error) {
+	var rd io.Reader
+	if j.read != nil {
+		data, err := j.read(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("flag journal %s: %w", j.path, err)
+		}
+		rd = bytes.NewReader(data)
+	} else {
+		f, err := os.Open(j.path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open flag journal: %w", err)
+		}
+		defer f.Close()
+		rd = f
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open flag journal: %w", err)
-	}
-	defer f.Close()
-	entries, err := ParseJournal(f)
+	entries, err := ParseJournal(rd)
 	if err != nil {
 		return nil, fmt.Errorf("flag journal %s: %w", j.path, err)
 	}
