@@ -7,7 +7,7 @@ PKGS          ?= ./...
 BENCHTIME     ?= 1s
 TEST_TIMEOUT  ?= 20m
 
-.PHONY: all build test test-unit test-rules test-e2e bench bench-soak bench-scale lint fmt demo clean tools
+.PHONY: all build test test-unit test-rules test-e2e bench bench-soak bench-scale test-kube-binaries lint fmt demo clean tools
 
 all: build test
 
@@ -23,6 +23,11 @@ test: test-unit test-rules test-e2e
 test-unit:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	@hack/report-skips
+
+## test-kube-binaries: build kube-apiserver and etcd once into the cache for
+## the Kubernetes tests (about 20 minutes on 2 cores; later runs reuse them).
+test-kube-binaries:
+	@GO=$(GO) hack/build-kube
 
 test-rules:
 	@hack/test-rules

@@ -172,9 +172,9 @@ type manifests struct {
 func load(t *testing.T) *manifests {
 	t.Helper()
 	m := &manifests{configMaps: map[string]*configMap{}}
-	paths, err := filepath.Glob(filepath.Join("kubernetes", "*.yaml"))
+	paths, err := filepath.Glob(filepath.Join("kubernetes", "single-pod", "*.yaml"))
 	if err != nil || len(paths) == 0 {
-		t.Fatalf("no manifests in kubernetes/ (%v)", err)
+		t.Fatalf("no manifests in kubernetes/single-pod/ (%v)", err)
 	}
 	for _, p := range paths {
 		m.files = append(m.files, filepath.Base(p))

@@ -41,6 +41,8 @@ var documentedNotYetChecked = []string{
 	"tailguard_flag_variant_info",
 	"tailguard_ready",
 	"tailguard_prometheus_up",
+	"tailguard_kubernetes_up",
+	"tailguard_leader",
 	"tailguard_annotations_total",
 	"tailguard_alert_triggers_total",
 }

@@ -74,7 +74,7 @@ type Daemon struct {
 	annotated  map[string]bool      // idempotency keys already annotated
 	lastErrors map[string]string
 	health     *backendHealth
-	kubeHealth *backendHealth // the Kubernetes API server (kubernetes configured)
+	kubeHealth *backendHealth                    // the Kubernetes API server (kubernetes configured)
 	states     map[string]*controller.FileStates // by path, shared by the runtimes
 	// electors elect the leader of each service (kubernetes configured);
 	// they run until Close.

@@ -373,6 +373,9 @@ func (d *Daemon) statusView(ctx context.Context) status.View {
 		msg += ": tailguard reads and writes no flag until it answers again."
 		v.Blind = strings.TrimSpace(v.Blind + " " + msg)
 	}
+	if p := rt.access.problem(); p != "" {
+		v.Blind = strings.TrimSpace(v.Blind + " Cannot act: " + p + ".")
+	}
 	for _, e := range rt.electors {
 		st := e.Status()
 		l := status.Leader{Service: st.Service, Leader: st.Leader, Self: st.Leading}

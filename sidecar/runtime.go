@@ -4,10 +4,10 @@ import (
 	"errors"
 	"net"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"context"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"log/slog"
 	"os"
 	"strings"
@@ -21,8 +21,8 @@ import (
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/detector/promapi"
 	"github.com/tailguard/tailguard/flags"
-	"github.com/tailguard/tailguard/grafana"
 	"github.com/tailguard/tailguard/flags/kube"
+	"github.com/tailguard/tailguard/grafana"
 	"github.com/tailguard/tailguard/internal/kubeclient"
 	"github.com/tailguard/tailguard/internal/leader"
 	"github.com/tailguard/tailguard/loop"
@@ -41,7 +41,8 @@ type runtime struct {
 	annotator  *grafana.Annotator
 	querier    detector.Querier
 	kubernetes *kubeclient.Clients // nil without kubernetes
-	electors   []*leader.Elector  // one per service with kubernetes
+	electors   []*leader.Elector   // one per service with kubernetes
+	access     *accessCheck        // what the service account may not do (kubernetes)
 }
 
 // buildOptions are the long-lived parts a runtime is built with.
@@ -135,6 +136,10 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 	}
 	rt.store = st
 	rt.kubernetes = clients
+	if clients != nil {
+		rt.access = &accessCheck{dyn: clients.Dynamic, namespace: clients.Namespace, log: o.logger}
+		rt.access.refresh(context.Background())
+	}
 
 	q := o.querier
 	if q == nil {
@@ -235,7 +240,7 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 			}
-			stepper = leader.Gate(ctrl, e)
+			stepper = leader.Gate(accessGate{inner: ctrl, a: rt.access}, e)
 			rt.electors = append(rt.electors, e)
 		}
 		l, err := loop.New(loop.Config{

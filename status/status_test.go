@@ -52,6 +52,7 @@ func exampleView() View {
 		}},
 		Flags:   []Flag{{Key: "backoff-strategy", State: "ENABLED", Default: "decorrelated", Rollout: "decorrelated 100%", Revision: "7"}},
 		Changes: []Change{{Time: t0.Add(30 * time.Minute), Kind: "build_info", Subject: "dten-gateway", Detail: "2.3 → 3.0"}},
+		Leaders: []Leader{{Service: "shop", Leader: "shop-7d9f-abcde", Self: true, Detail: "since 10:04:00 UTC"}},
 		QueryCost: []QueryCost{
 			{Service: "shop", Signal: "all", Queries: 9, Series: 14, Samples: 1130, QueryTime: "48ms", CycleTime: "61ms"},
 			{Service: "shop", Signal: "payments_retries", Queries: 2, Series: 4, Samples: 720, QueryTime: "12ms"},
