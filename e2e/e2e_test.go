@@ -774,6 +774,8 @@ func (r *run) noDataReason(key, expr string) string {
 		return "recording rules and alerts: " + r.backend + " single-node evaluates no rules (vmalert does)"
 	case !r.evaluatesRules() && (strings.Contains(expr, "tailguard_webhook_") || strings.Contains(expr, "tailguard_alert_triggers_")):
 		return "webhook intake: no alert reaches the sidecar while " + r.backend + " evaluates no rules"
+	case strings.Contains(expr, "tailguard_leader{"):
+		return "leader election: the e2e sidecar keeps its flags in a file, without replicas; internal/leader and sidecar test it on a real API server"
 	}
 	return ""
 }

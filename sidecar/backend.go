@@ -24,6 +24,7 @@ type backendHealth struct {
 	mu      sync.Mutex
 	known   bool
 	up      bool
+	everUp  bool
 	since   time.Time // start of the current state
 	lastErr string
 }
@@ -68,6 +69,7 @@ func (h *backendHealth) observe(ctx context.Context, err error) {
 	if !h.known || h.up != up {
 		h.known, h.up, h.since = true, up, h.now()
 	}
+	h.everUp = h.everUp || up
 	h.lastErr = ""
 	if !up {
 		h.lastErr = err.Error()
@@ -77,6 +79,13 @@ func (h *backendHealth) observe(ctx context.Context, err error) {
 	} else {
 		h.gauge.Set(0)
 	}
+}
+
+// answeredOnce reports whether the backend has ever answered.
+func (h *backendHealth) answeredOnce() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.everUp
 }
 
 // status returns the current state; before the first query the backend

@@ -260,14 +260,20 @@ func (d *Daemon) Reload() error {
 }
 
 // Ready reports whether Prometheus has answered and, with kubernetes
-// configured, whether the API server answers.
-func (d *Daemon) Ready() bool { return d.ready.Load() && d.kubeReady() }
+// configured, the API server too (the flags were read once). Like the
+// Prometheus part, it stays true when the API server goes away later: the
+// sidecar shares the service's pod, and a control-plane outage must not
+// take every pod of the service out of rotation. The outage is reported
+// instead (degraded, /-/ready's body, tailguard_kubernetes_up, the status
+// page), and nothing is written meanwhile.
+func (d *Daemon) Ready() bool { return d.ready.Load() && d.kubeStarted() }
+
+func (d *Daemon) kubeStarted() bool {
+	return d.rt.Load().cfg.Kubernetes == nil || d.kubeHealth.answeredOnce()
+}
 
 func (d *Daemon) kubeReady() bool {
-	if d.rt.Load().cfg.Kubernetes == nil {
-		return true
-	}
-	return d.kubeHealth.status().Up
+	return d.rt.Load().cfg.Kubernetes == nil || d.kubeHealth.status().Up
 }
 
 // notReady says why the replica is not ready, or "".
@@ -275,9 +281,18 @@ func (d *Daemon) notReady() string {
 	switch {
 	case !d.ready.Load():
 		return "Prometheus has not answered yet"
-	case !d.kubeReady():
+	case !d.kubeStarted():
 		st := d.kubeHealth.status()
-		return "the Kubernetes API server does not answer (" + st.Error + "): no flag is read or written"
+		return "the Kubernetes API server has not answered yet (" + st.Error + ")"
+	}
+	return ""
+}
+
+// degraded says what a ready replica cannot do now, or "".
+func (d *Daemon) degraded() string {
+	if !d.kubeReady() {
+		st := d.kubeHealth.status()
+		return "the Kubernetes API server does not answer (" + st.Error + "): no flag is read or written until it does"
 	}
 	return ""
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tailguard/tailguard/detector"
 	"github.com/tailguard/tailguard/detector/changes"
 	"github.com/tailguard/tailguard/flags"
+	"github.com/tailguard/tailguard/flags/kube"
 	"github.com/tailguard/tailguard/internal/leader"
 	"github.com/tailguard/tailguard/loop"
 	"github.com/tailguard/tailguard/querycost"
@@ -55,6 +56,10 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if why := d.notReady(); why != "" {
 			http.Error(w, "tailguard is not ready: "+why+".", http.StatusServiceUnavailable)
+			return
+		}
+		if why := d.degraded(); why != "" {
+			fmt.Fprintln(w, "tailguard is ready, degraded: "+why+".")
 			return
 		}
 		fmt.Fprintln(w, "tailguard is ready.")
@@ -272,6 +277,19 @@ func (d *Daemon) approve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctrl := d.Controller()
+	if rt := d.rt.Load(); rt.kubeBackend != nil && !d.leadsPlanOf(rt, id) {
+		// Another replica leads: record the approval in the cluster; the
+		// leader, which has the plan, applies it in its next cycle.
+		a := kube.Approval{Incident: id, Plan: req.Plan, Approver: req.Approver, Reason: req.Reason, At: d.now().UTC()}
+		if err := rt.kubeBackend.RecordApproval(r.Context(), a); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		d.log.Info("approval recorded in the cluster for the leader", "incident", id, "approver", req.Approver)
+		writeJSON(w, http.StatusAccepted, map[string]any{"recorded": a,
+			"note": "this replica does not lead the incident's service: the approval is recorded in the cluster and the leader applies it to the incident's pending plan in its next cycle"})
+		return
+	}
 	planID := req.Plan
 	if planID == "" {
 		var pending []string
@@ -303,6 +321,22 @@ func (d *Daemon) approve(w http.ResponseWriter, r *http.Request) {
 		d.log.Info("plan approved", "plan", planID, "incident", id, "approver", req.Approver, "reason", req.Reason)
 		writeJSON(w, http.StatusOK, dec2)
 	}
+}
+
+// leadsPlanOf reports whether this replica leads the service of an
+// incident it holds a plan for.
+func (d *Daemon) leadsPlanOf(rt *runtime, incident string) bool {
+	for _, p := range d.Controller().Plans() {
+		if p.IncidentID != incident {
+			continue
+		}
+		for _, e := range rt.electors {
+			if e.Service() == p.Service && e.Leading() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (d *Daemon) evaluate(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,9 @@ func newKubeDaemon(t *testing.T, c *kubetest.Cluster, user, identity string) *Da
 	t.Cleanup(func() { _ = db.Close() })
 	reg := prometheus.NewRegistry()
 	d, err := New(Options{ConfigFile: filepath.Join(dir, "tailguard.yml"), Registerer: reg, Gatherer: reg, Querier: db,
-		Kubernetes: func(k *KubernetesConfig) (*kubeclient.Clients, error) { return kubeclient.New(c.Config(user), k.Namespace) }})
+		Kubernetes: func(k *KubernetesConfig) (*kubeclient.Clients, error) {
+			return kubeclient.New(c.Config(user), k.Namespace)
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +116,9 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 // TestKubernetesReplicasAndOutage: two replicas with the shipped Role
 // only: one leads, the other's status page and findings name it; the
 // permissions check finds nothing missing; with the API server stopped for
-// a minute, readiness fails with the reason, cycles end early and nothing
-// is written; once it is back, readiness and leadership return.
+// a minute, readiness reports it (degraded: the pod stays in rotation),
+// cycles end early, no replica leads and nothing is written; once it is
+// back, cycles and leadership return.
 func TestKubernetesReplicasAndOutage(t *testing.T) {
 	c := kubeCluster(t)
 	a := newKubeDaemon(t, c, serviceAccount, "replica-a")
@@ -149,6 +153,18 @@ func TestKubernetesReplicasAndOutage(t *testing.T) {
 		t.Error("leader's status page does not say it leads")
 	}
 
+	// An approval taken by the standby is recorded in the cluster for the
+	// leader.
+	srv := httptest.NewServer(standby.Handler())
+	defer srv.Close()
+	if code, body := do(t, "POST", srv.URL+"/api/v1/incidents/inc-1/approve", `{"approver":"operator:alice","reason":"checked"}`); code != 202 || !strings.Contains(body, "leader applies it") {
+		t.Errorf("approve on the standby: %d %s", code, body)
+	}
+	as, err := leaderD.rt.Load().kubeBackend.Approvals(ctx)
+	if err != nil || len(as) != 1 || as[0].Incident != "inc-1" || as[0].Approver != "operator:alice" {
+		t.Errorf("approvals in the cluster: %+v, %v", as, err)
+	}
+
 	before := featureFlagVersion(t, c)
 	c.StopAPIServer(t)
 	outage := time.Now()
@@ -161,8 +177,13 @@ func TestKubernetesReplicasAndOutage(t *testing.T) {
 		time.Sleep(5 * time.Second)
 	}
 	for _, d := range []*Daemon{a, b} {
-		if d.Ready() || !strings.Contains(d.notReady(), "Kubernetes API server does not answer") {
-			t.Errorf("readiness during the outage: ready=%v %q", d.Ready(), d.notReady())
+		// Ready, degraded: the pod stays in rotation, the probe's body and
+		// tailguard_kubernetes_up report the outage.
+		rsrv := httptest.NewServer(d.Handler())
+		code, body := do(t, "GET", rsrv.URL+"/-/ready", "")
+		rsrv.Close()
+		if code != 200 || !strings.Contains(body, "degraded: the Kubernetes API server does not answer") {
+			t.Errorf("readiness during the outage: %d %q", code, body)
 		}
 		if !strings.Contains(page(t, d), "The Kubernetes API server is not answering") {
 			t.Error("status page during the outage lacks the banner")

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tailguard/tailguard/controller"
+	"github.com/tailguard/tailguard/flags/kube"
 	"github.com/tailguard/tailguard/loop"
 )
 
@@ -109,11 +110,15 @@ func (a *accessCheck) problem() string {
 	return fmt.Sprintf("the service account may not %s in namespace %s (grant the Role of deploy/kubernetes/rbac.yaml): tailguard takes no action", strings.Join(a.missing, ", "), a.namespace)
 }
 
-// accessGate lets the controller step only with the permissions to act on
-// what it decides.
+// accessGate lets the leader's controller step only with the permissions
+// to act on what it decides, and first applies the approvals recorded in
+// the cluster (by any replica) to its pending plans.
 type accessGate struct {
-	inner loop.Stepper
-	a     *accessCheck
+	inner     loop.Stepper
+	a         *accessCheck
+	ctrl      *controller.Controller
+	approvals func(context.Context) ([]kube.Approval, error)
+	log       *slog.Logger
 }
 
 func (g accessGate) Step(ctx context.Context, obs controller.Observation, now time.Time) (controller.Decision, error) {
@@ -121,5 +126,42 @@ func (g accessGate) Step(ctx context.Context, obs controller.Observation, now ti
 	if p := g.a.problem(); p != "" {
 		return controller.Decision{}, errors.New("cannot act: " + p)
 	}
+	if g.approvals != nil {
+		as, err := g.approvals(ctx)
+		if err != nil {
+			return controller.Decision{}, fmt.Errorf("read approvals: %w", err)
+		}
+		for _, applied := range applyApprovals(ctx, g.ctrl, obs.Service, as, now, g.log) {
+			g.log.Info("approval recorded in the cluster applied", "plan", applied)
+		}
+	}
 	return g.inner.Step(ctx, obs, now)
+}
+
+// approvalTTL bounds how long a recorded approval waits for its plan.
+const approvalTTL = time.Hour
+
+// applyApprovals approves the service's pending plans that a recorded
+// approval names: same incident, the plan named or any, made before the
+// approval (an approval never covers a plan made after it) and less than
+// approvalTTL ago. It returns the plans approved.
+func applyApprovals(ctx context.Context, ctrl *controller.Controller, service string, as []kube.Approval, now time.Time, log *slog.Logger) []string {
+	var applied []string
+	for _, p := range ctrl.Plans() {
+		if p.Service != service || p.Status != controller.PlanPending {
+			continue
+		}
+		for _, a := range as {
+			if a.Incident != p.IncidentID || (a.Plan != "" && a.Plan != p.ID) || p.CreatedAt.After(a.At) || now.Sub(a.At) > approvalTTL {
+				continue
+			}
+			if _, err := ctrl.Approve(ctx, p.ID, a.Approver, now); err != nil {
+				log.Warn("recorded approval not applied", "plan", p.ID, "approver", a.Approver, "err", err)
+				break
+			}
+			applied = append(applied, p.ID)
+			break
+		}
+	}
+	return applied
 }

@@ -32,17 +32,18 @@ import (
 // runtime is everything built from one configuration. It is replaced as a
 // whole on reload.
 type runtime struct {
-	cfg        *Config
-	reg        *prometheus.Registry // metrics of this runtime's parts
-	store      *flags.Store
-	controller *controller.Controller
-	loops      []*loop.Loop
-	byName     map[string]*loop.Loop
-	annotator  *grafana.Annotator
-	querier    detector.Querier
-	kubernetes *kubeclient.Clients // nil without kubernetes
-	electors   []*leader.Elector   // one per service with kubernetes
-	access     *accessCheck        // what the service account may not do (kubernetes)
+	cfg         *Config
+	reg         *prometheus.Registry // metrics of this runtime's parts
+	store       *flags.Store
+	controller  *controller.Controller
+	loops       []*loop.Loop
+	byName      map[string]*loop.Loop
+	annotator   *grafana.Annotator
+	querier     detector.Querier
+	kubernetes  *kubeclient.Clients // nil without kubernetes
+	electors    []*leader.Elector   // one per service with kubernetes
+	kubeBackend *kube.Backend       // the flags in the cluster (kubernetes)
+	access      *accessCheck        // what the service account may not do (kubernetes)
 }
 
 // buildOptions are the long-lived parts a runtime is built with.
@@ -104,6 +105,7 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 		if err != nil {
 			return nil, err
 		}
+		rt.kubeBackend = kb
 		journalName = fmt.Sprintf("configmap:%s/%s", clients.Namespace, kb.JournalName())
 		readJournal = func(ctx context.Context) ([]byte, error) {
 			es, err := kb.Entries(ctx)
@@ -240,7 +242,7 @@ func build(cfg *Config, o buildOptions) (*runtime, error) {
 			if err != nil {
 				return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 			}
-			stepper = leader.Gate(accessGate{inner: ctrl, a: rt.access}, e)
+			stepper = leader.Gate(accessGate{inner: ctrl, a: rt.access, ctrl: ctrl, approvals: rt.kubeBackend.Approvals, log: o.logger}, e)
 			rt.electors = append(rt.electors, e)
 		}
 		l, err := loop.New(loop.Config{

@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -341,4 +342,98 @@ func (b *Backend) apiErr(verb string, err error) error {
 		return fmt.Errorf("%s %s: forbidden: the service account needs get and update on featureflags.core.openfeature.dev and get, create and update on configmaps in namespace %s (deploy/kubernetes/rbac.yaml): %w", verb, b.Name(), b.cfg.Namespace, err)
 	}
 	return fmt.Errorf("%s %s: %w", verb, b.Name(), err)
+}
+
+// Approval is an operator's approval of an incident's pending plan,
+// recorded in the cluster so that any replica can take it and the leader,
+// which alone has the plan, applies it.
+type Approval struct {
+	Incident string    `json:"incident"`
+	Plan     string    `json:"plan,omitempty"`
+	Approver string    `json:"approver"`
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+const (
+	approvalsKey = "approvals.jsonl"
+	maxApprovals = 100
+)
+
+// RecordApproval appends a to the approvals kept in the journal ConfigMap
+// (the newest maxApprovals). An append is safe to retry after a conflict:
+// it re-reads and appends again.
+func (b *Backend) RecordApproval(ctx context.Context, a Approval) error {
+	line, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		cm, err := b.journalClient().Get(ctx, b.JournalName(), metav1.GetOptions{})
+		b.observe(err)
+		if apierrors.IsNotFound(err) {
+			ff, ferr := b.flagsClient().Get(ctx, b.cfg.Name, metav1.GetOptions{})
+			b.observe(ferr)
+			if ferr != nil {
+				return b.apiErr("record an approval for", ferr)
+			}
+			cm = &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "v1", "kind": "ConfigMap",
+				"metadata": map[string]any{
+					"name": b.JournalName(), "namespace": b.cfg.Namespace,
+					"labels": map[string]any{"app.kubernetes.io/managed-by": "tailguard", "tailguard.dev/journal-of": b.cfg.Name},
+					"ownerReferences": []any{map[string]any{
+						"apiVersion": FeatureFlags.GroupVersion().String(), "kind": "FeatureFlag", "name": ff.GetName(), "uid": string(ff.GetUID()),
+					}},
+				},
+				"data": map[string]any{approvalsKey: string(line) + "\n"},
+			}}
+			_, err = b.journalClient().Create(ctx, cm, metav1.CreateOptions{FieldManager: b.cfg.FieldManager})
+		} else if err == nil {
+			old, _, _ := unstructured.NestedString(cm.Object, "data", approvalsKey)
+			lines := append(strings.Split(strings.TrimSpace(old), "\n"), string(line))
+			if lines[0] == "" {
+				lines = lines[1:]
+			}
+			lines = lines[max(0, len(lines)-maxApprovals):]
+			if err := unstructured.SetNestedField(cm.Object, strings.Join(lines, "\n")+"\n", "data", approvalsKey); err != nil {
+				return err
+			}
+			_, err = b.journalClient().Update(ctx, cm, metav1.UpdateOptions{FieldManager: b.cfg.FieldManager})
+		}
+		b.observe(err)
+		switch {
+		case err == nil:
+			return nil
+		case (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) && attempt < 5:
+			continue
+		default:
+			return b.apiErr("record an approval for", err)
+		}
+	}
+}
+
+// Approvals returns the recorded approvals, oldest first.
+func (b *Backend) Approvals(ctx context.Context) ([]Approval, error) {
+	cm, err := b.journalClient().Get(ctx, b.JournalName(), metav1.GetOptions{})
+	b.observe(err)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, b.apiErr("read the approvals of", err)
+	}
+	data, _, _ := unstructured.NestedString(cm.Object, "data", approvalsKey)
+	var out []Approval
+	for i, line := range strings.Split(data, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var a Approval
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			return nil, fmt.Errorf("journal ConfigMap %s/%s: %s line %d: %w", b.cfg.Namespace, b.JournalName(), approvalsKey, i+1, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
