@@ -153,6 +153,32 @@ func TestKubernetesReplicasAndOutage(t *testing.T) {
 		t.Error("leader's status page does not say it leads")
 	}
 
+	// With the shipped Role only, a write lands: journal ConfigMap created,
+	// FeatureFlag updated, read back by both replicas.
+	cl := c.Clients(t, serviceAccount, "shop")
+	st, _, err := kube.NewStore(kube.Config{Dynamic: cl.Dynamic, Namespace: "shop", Name: "shop-flags"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Update(ctx, flags.AnyRevision, func(doc *flags.Document) error {
+		f, err := doc.Flag("backoff-strategy")
+		if err != nil {
+			return err
+		}
+		return f.SetDefault("exponential")
+	}, flags.ChangeMeta{Actor: flags.ActorController, Action: flags.ActionSet, Reason: "write with the shipped Role"}); err != nil {
+		t.Fatalf("write as the service account with the shipped Role: %v", err)
+	}
+	for _, d := range []*Daemon{a, b} {
+		snap, err := d.rt.Load().store.Load(ctx)
+		if err != nil || snap.Doc.Flags["backoff-strategy"] == nil {
+			t.Fatalf("read back: %v", err)
+		}
+		if v, _ := snap.Doc.Flags["backoff-strategy"].Default(); v != "exponential" {
+			t.Errorf("replica reads default %q after the write", v)
+		}
+	}
+
 	// An approval taken by the standby is recorded in the cluster for the
 	// leader.
 	srv := httptest.NewServer(standby.Handler())
