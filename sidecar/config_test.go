@@ -56,6 +56,11 @@ func TestConfigErrors(t *testing.T) {
 		{"detector invalid", "      step: 1m", "      step: 7m", "services[0].detector"},
 		{"sli", "      job: shop", "      job: shop\n      histogram: sparse", "services[0].sli.histogram"},
 		{"queue", "queue_size: 16", "queue_size: -1", "webhook.queue_size"},
+		{"kubernetes and flag file", "flag_file: flags.json", "flag_file: flags.json\nkubernetes: {feature_flag: shop-flags}", "flag_file: not used with kubernetes"},
+		{"kubernetes without feature flag", "flag_file: flags.json", "kubernetes: {namespace: shop}", "kubernetes.feature_flag: required"},
+		{"kubernetes timings", "flag_file: flags.json", "kubernetes: {feature_flag: shop-flags, identity: a, lease_duration: 5s, renew_deadline: 10s}", "renew_deadline (10s) < lease_duration (5s)"},
+		{"kubernetes journal entries", "flag_file: flags.json", "kubernetes: {feature_flag: shop-flags, identity: a, max_journal_entries: -1}", "kubernetes.max_journal_entries"},
+		{"neither", "flag_file: flags.json", "", "flag_file: required (or kubernetes"},
 		{"http client", "  timeout: 10s", "  timeout: 10s\n  http_client_config:\n    bearer_token: a\n    bearer_token_file: b", "bearer_token & bearer_token_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
