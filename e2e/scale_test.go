@@ -133,7 +133,7 @@ func measureScale(t *testing.T, work, prom, promtool, bin string, z scaleSize) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	promIdle := rssOf(t, pp.Pid())
+	promIdle := rssMiB(t, pp.Pid())
 	sp, err := Start("tailguard", filepath.Join(dir, "tailguard.log"), dir, nil, bin,
 		"--config.file="+filepath.Join(dir, "tailguard.yml"), "--web.listen-address="+HostPort(tport), "--actor=tailguard-scale")
 	if err != nil {
@@ -150,15 +150,15 @@ func measureScale(t *testing.T, work, prom, promtool, bin string, z scaleSize) s
 	c0, s0 := count(), scrapeValue(t, metricsURL, "tailguard_loop_duration_seconds_sum")
 	q0, ser0, smp0 := scrapeValue(t, metricsURL, "tailguard_signal_queries_total"), scrapeValue(t, metricsURL, "tailguard_signal_query_series_total"), scrapeValue(t, metricsURL, "tailguard_signal_query_samples_total")
 	f0 := scrapeValue(t, metricsURL, `tailguard_findings_total{verdict="regressed"}`)
-	cpu0, w0 := cpuOf(t, pp.Pid()), time.Now()
+	cpu0, w0 := cpuSeconds(t, pp.Pid()), time.Now()
 	target := c0 + float64(scaleRounds*z.services)
 	deadline := time.Now().Add(time.Duration(scaleRounds)*15*time.Second + 10*time.Minute)
 	for count() < target {
 		if time.Now().After(deadline) {
 			t.Fatalf("%dx%d: %v of %v cycles after the deadline", z.services, z.slices, count()-c0, target-c0)
 		}
-		row.promRSSPeak = math.Max(row.promRSSPeak, rssOf(t, pp.Pid()))
-		row.sidecarRSSPeak = math.Max(row.sidecarRSSPeak, rssOf(t, sp.Pid()))
+		row.promRSSPeak = math.Max(row.promRSSPeak, rssMiB(t, pp.Pid()))
+		row.sidecarRSSPeak = math.Max(row.sidecarRSSPeak, rssMiB(t, sp.Pid()))
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Prometheus' CPU over the measurement, scaled to the share of the wall
@@ -169,13 +169,13 @@ func measureScale(t *testing.T, work, prom, promtool, bin string, z scaleSize) s
 	busy := scrapeValue(t, metricsURL, "tailguard_loop_duration_seconds_sum") - s0
 	row.rounds = int(rounds)
 	row.roundSeconds = busy / rounds
-	row.promCPU = (cpuOf(t, pp.Pid()) - cpu0) / math.Min(wall, math.Max(busy, 1e-3))
+	row.promCPU = (cpuSeconds(t, pp.Pid()) - cpu0) / math.Min(wall, math.Max(busy, 1e-3))
 	row.queries = (scrapeValue(t, metricsURL, "tailguard_signal_queries_total") - q0) / rounds
 	row.seriesRead = (scrapeValue(t, metricsURL, "tailguard_signal_query_series_total") - ser0) / rounds
 	row.samplesRead = (scrapeValue(t, metricsURL, "tailguard_signal_query_samples_total") - smp0) / rounds
 	row.regressed = (scrapeValue(t, metricsURL, `tailguard_findings_total{verdict="regressed"}`) - f0) / rounds
-	row.promRSSPeak = math.Max(row.promRSSPeak, rssOf(t, pp.Pid()))
-	row.sidecarRSSPeak = math.Max(row.sidecarRSSPeak, rssOf(t, sp.Pid()))
+	row.promRSSPeak = math.Max(row.promRSSPeak, rssMiB(t, pp.Pid()))
+	row.sidecarRSSPeak = math.Max(row.sidecarRSSPeak, rssMiB(t, sp.Pid()))
 	if row.regressed < float64(z.services) {
 		t.Errorf("%dx%d: %.1f regressed findings per round, want at least one per service (the first pod of each regresses)", z.services, z.slices, row.regressed)
 	}
@@ -483,9 +483,6 @@ func scrapeValue(t *testing.T, url, name string) float64 {
 	}
 	return sum
 }
-
-func rssOf(t *testing.T, pid int) float64 { return rssMiB(t, pid) }
-func cpuOf(t *testing.T, pid int) float64 { return cpuSeconds(t, pid) }
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

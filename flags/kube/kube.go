@@ -238,17 +238,7 @@ func (t *tx) Commit(ctx context.Context, data []byte, entries []flags.Entry) err
 	cms := b.journalClient()
 	opts := metav1.UpdateOptions{FieldManager: b.cfg.FieldManager}
 	if t.cm == nil {
-		cm := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "v1", "kind": "ConfigMap",
-			"metadata": map[string]any{
-				"name": b.JournalName(), "namespace": b.cfg.Namespace,
-				"labels": map[string]any{"app.kubernetes.io/managed-by": "tailguard", "tailguard.dev/journal-of": b.cfg.Name},
-				"ownerReferences": []any{map[string]any{
-					"apiVersion": FeatureFlags.GroupVersion().String(), "kind": "FeatureFlag", "name": t.obj.GetName(), "uid": string(t.obj.GetUID()),
-				}},
-			},
-			"data": map[string]any{journalKey: string(journal)},
-		}}
+		cm := b.newJournal(t.obj, journalKey, string(journal))
 		_, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: b.cfg.FieldManager})
 		b.observe(err)
 		if err != nil {
@@ -287,6 +277,22 @@ func (t *tx) Commit(ctx context.Context, data []byte, entries []flags.Entry) err
 		return b.apiErr("write", err)
 	}
 	return nil
+}
+
+// newJournal is the journal ConfigMap of the FeatureFlag ff, owned by it
+// (deleted with it), holding value under key.
+func (b *Backend) newJournal(ff *unstructured.Unstructured, key, value string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{
+			"name": b.JournalName(), "namespace": b.cfg.Namespace,
+			"labels": map[string]any{"app.kubernetes.io/managed-by": "tailguard", "tailguard.dev/journal-of": b.cfg.Name},
+			"ownerReferences": []any{map[string]any{
+				"apiVersion": FeatureFlags.GroupVersion().String(), "kind": "FeatureFlag", "name": ff.GetName(), "uid": string(ff.GetUID()),
+			}},
+		},
+		"data": map[string]any{key: value},
+	}}
 }
 
 // trim keeps the newest max entries. An idempotency key older than that is
@@ -377,17 +383,7 @@ func (b *Backend) RecordApproval(ctx context.Context, a Approval) error {
 			if ferr != nil {
 				return b.apiErr("record an approval for", ferr)
 			}
-			cm = &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": "v1", "kind": "ConfigMap",
-				"metadata": map[string]any{
-					"name": b.JournalName(), "namespace": b.cfg.Namespace,
-					"labels": map[string]any{"app.kubernetes.io/managed-by": "tailguard", "tailguard.dev/journal-of": b.cfg.Name},
-					"ownerReferences": []any{map[string]any{
-						"apiVersion": FeatureFlags.GroupVersion().String(), "kind": "FeatureFlag", "name": ff.GetName(), "uid": string(ff.GetUID()),
-					}},
-				},
-				"data": map[string]any{approvalsKey: string(line) + "\n"},
-			}}
+			cm = b.newJournal(ff, approvalsKey, string(line)+"\n")
 			_, err = b.journalClient().Create(ctx, cm, metav1.CreateOptions{FieldManager: b.cfg.FieldManager})
 		} else if err == nil {
 			old, _, _ := unstructured.NestedString(cm.Object, "data", approvalsKey)
