@@ -6,6 +6,8 @@ STATICCHECK_VERSION ?= v0.8.2
 PKGS          ?= ./...
 BENCHTIME     ?= 1s
 TEST_TIMEOUT  ?= 20m
+# SWEEP_DRAWS: draws per situation class in make bench's decision sweep.
+SWEEP_DRAWS   ?= 20
 
 .PHONY: all build test test-unit test-rules test-e2e bench bench-soak bench-scale test-kube-binaries lint fmt demo clean tools
 
@@ -40,6 +42,7 @@ bench:
 	cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 	cd bench && $(GO) run ./cmd/awssim
 	$(GO) run ./cmd/tailguard-sim bench
+	$(GO) run ./cmd/tailguard-sim sweep --seeds $(SWEEP_DRAWS)
 
 ## bench-soak: the sidecar's RSS and CPU over an hour at a 15 s loop (real
 ## Prometheus, the shop under load); not part of make test.

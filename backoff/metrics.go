@@ -11,6 +11,10 @@ import (
 // one minute. The histogram also has native (sparse) buckets.
 var DelayBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
+// AttemptBuckets are the classic buckets of backoff_attempt_duration_seconds,
+// from 5ms to 10s. The histogram also has native (sparse) buckets.
+var AttemptBuckets = []float64{.005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10}
+
 // Metrics holds the retry metrics shared by the retriers of a process. Create
 // it once per registry with [NewMetrics] and pass it to every
 // [RetrierConfig]; each retrier labels its series with its own upstream.
@@ -20,12 +24,19 @@ var DelayBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 
 //	backoff_retries_total{strategy,upstream}        attempts after the first
 //	backoff_budget_denied_total{strategy,upstream}  retries refused by the budget
 //	backoff_delay_seconds{strategy,upstream}        histogram of the delays slept
+//	backoff_attempt_duration_seconds{strategy,upstream}  histogram of the attempts' own durations
+//
+// The attempt durations are the upstream's latency as the caller sees it,
+// delays excluded: a backoff change cannot move them (short of overloading
+// the upstream), so a rise there points at the upstream or at the client
+// code, not at the retry policy.
 type Metrics struct {
 	calls    *prometheus.CounterVec
 	attempts *prometheus.CounterVec
 	retries  *prometheus.CounterVec
 	denied   *prometheus.CounterVec
 	delay    *prometheus.HistogramVec
+	attempt  *prometheus.HistogramVec
 }
 
 // NewMetrics creates the retry metrics and registers them with reg. A nil
@@ -57,9 +68,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			NativeHistogramMaxBucketNumber:  100,
 			NativeHistogramMinResetDuration: time.Hour,
 		}, labels),
+		attempt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                            "backoff_attempt_duration_seconds",
+			Help:                            "Durations of the attempts themselves (the upstream's latency as the caller sees it), delays excluded.",
+			Buckets:                         AttemptBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  100,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, labels),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.calls, m.attempts, m.retries, m.denied, m.delay} {
+		for _, c := range []prometheus.Collector{m.calls, m.attempts, m.retries, m.denied, m.delay, m.attempt} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register backoff metrics: %w", err)
 			}
@@ -75,6 +94,7 @@ type instruments struct {
 	retries  prometheus.Counter
 	denied   prometheus.Counter
 	delay    prometheus.Observer
+	attempt  prometheus.Observer
 	calls    [numReasons]prometheus.Counter // index 0: success
 }
 
@@ -85,6 +105,7 @@ func (m *Metrics) instruments(strategy Strategy, upstream string) *instruments {
 		retries:  m.retries.WithLabelValues(s, upstream),
 		denied:   m.denied.WithLabelValues(s, upstream),
 		delay:    m.delay.WithLabelValues(s, upstream),
+		attempt:  m.attempt.WithLabelValues(s, upstream),
 	}
 	for i := range ins.calls {
 		ins.calls[i] = m.calls.WithLabelValues(s, upstream, reasonNames[i])

@@ -145,7 +145,14 @@ func (r *Retrier) Do(ctx context.Context, op func(context.Context) error) error 
 				ins.retries.Inc()
 			}
 		}
+		var began time.Time
+		if ins != nil {
+			began = r.clock.Now()
+		}
 		err := op(ctx)
+		if ins != nil {
+			ins.attempt.Observe(r.clock.Now().Sub(began).Seconds())
+		}
 		if err == nil {
 			if r.budget != nil {
 				r.budget.Succeeded(retryErr)

@@ -29,6 +29,9 @@ type attributor struct {
 	// rose lists the upstreams whose retries regressed ("*" when the retry
 	// signal is not sliced by upstream).
 	rose []string
+	// slower lists the upstreams whose attempts got slower (attempt
+	// latency signals; "*" when not sliced by upstream).
+	slower []string
 }
 
 type locStats struct {
@@ -59,6 +62,17 @@ func newAttributor(cfg *Config, g grid, sds []*signalData, findings []*Finding, 
 		}
 	}
 	a.rose = slices.Sorted(mapsKeysBool(roseSet))
+	slowSet := map[string]bool{}
+	for _, f := range findings {
+		if f.Verdict == Regressed && f.sig != nil && f.sig.cfg.Attempts {
+			up, ok := f.Slice["upstream"]
+			if !ok {
+				up = "*"
+			}
+			slowSet[up] = true
+		}
+	}
+	a.slower = slices.Sorted(mapsKeysBool(slowSet))
 	a.loc = make([]locStats, len(candidates))
 	a.cohort = make([]map[*compiledSignal]cohortStats, len(candidates))
 	for ci, e := range candidates {
@@ -187,16 +201,18 @@ func (a *attributor) cohortFor(e changes.Event, keys []string, sd *signalData) c
 	return cs
 }
 
-// attribute ranks the candidates for every regressed finding.
+// attribute ranks the candidates for every regressed finding against the
+// hypothesis that none of them caused it.
 func (a *attributor) attribute() {
 	for _, f := range a.findings {
 		if f.Verdict != Regressed {
 			f.Attribution = Attribution{Status: AttributionNone}
 			continue
 		}
-		var causes []Cause
+		var all, causes []Cause
 		for ci, e := range a.candidates {
 			c := a.score(f, ci, e)
+			all = append(all, c)
 			if c.Score > 0 {
 				causes = append(causes, c)
 			}
@@ -211,13 +227,22 @@ func (a *attributor) attribute() {
 			causes = causes[:maxCauses]
 		}
 		f.Causes = causes
+		none := a.unexplained(f, all)
+		f.Unexplained = &none
+		m := a.cfg.Attribution.Margin
 		switch {
 		case len(causes) == 0 || causes[0].Score < a.cfg.Attribution.MinScore:
 			f.Attribution = Attribution{Status: AttributionNone}
-		case len(causes) > 1 && causes[0].Score-causes[1].Score < a.cfg.Attribution.Margin:
+			if len(a.candidates) > 0 {
+				f.Attribution.Status = AttributionUnexplained
+			}
+		case none.Score > causes[0].Score-m:
+			// Doing nothing is the safe side of a close call.
+			f.Attribution = Attribution{Status: AttributionUnexplained}
+		case len(causes) > 1 && causes[0].Score-causes[1].Score < m:
 			var ids []string
 			for _, c := range causes {
-				if causes[0].Score-c.Score < a.cfg.Attribution.Margin {
+				if causes[0].Score-c.Score < m {
 					ids = append(ids, c.Change.ID)
 				}
 			}
@@ -227,6 +252,46 @@ func (a *attributor) attribute() {
 			f.Attribution = Attribution{Status: AttributionAttributed, Cause: causes[0].Change.ID}
 		}
 	}
+}
+
+// unexplained scores the hypothesis that none of the known changes caused
+// f, from the evidence the causes were scored on:
+//
+//   - timing: a change explains a shift that starts at it; the hypothesis
+//     scores 1 − the best timing score of any change;
+//   - mechanism: the upstream's own attempts got slower, and no version
+//     change or declared upgrade near the onset (timing ≥ 0.5) could have
+//     slowed them (backoff flags cannot): the upstream or its load did.
+//
+// The score is the stronger of the two.
+func (a *attributor) unexplained(f *Finding, all []Cause) Hypothesis {
+	var h Hypothesis
+	best, bestTiming := Cause{}, 0.0
+	slowing := false // a change near the onset that can slow attempts
+	for _, c := range all {
+		if c.Timing > bestTiming {
+			best, bestTiming = c, c.Timing
+		}
+		if c.Timing >= 0.5 && (c.Change.Kind == changes.KindVersion || c.Change.Kind == changes.KindDeclared) {
+			slowing = true
+		}
+	}
+	h.Score = 1 - bestTiming
+	if bestTiming == 0 {
+		h.Evidence = append(h.Evidence, fmt.Sprintf("timing 1.00: no known change precedes the onset %s", fmtTime(f.onset)))
+	} else {
+		h.Evidence = append(h.Evidence, fmt.Sprintf("timing %.2f: %s at %s is close enough to the onset %s (its timing %.2f)",
+			h.Score, best.Change.ID, fmtTime(best.Change.Time), fmtTime(f.onset), bestTiming))
+	}
+	if len(a.slower) > 0 {
+		if !slowing {
+			h.Score = 1
+			h.Evidence = append(h.Evidence, fmt.Sprintf("mechanism 1.00: attempts to %v got slower and no version change or upgrade near the onset could slow them", a.slower))
+		} else {
+			h.Evidence = append(h.Evidence, fmt.Sprintf("mechanism 0: attempts to %v got slower, and a version change near the onset can explain it", a.slower))
+		}
+	}
+	return h
 }
 
 func (a *attributor) score(f *Finding, ci int, e changes.Event) Cause {
@@ -306,8 +371,21 @@ func (a *attributor) score(f *Finding, ci int, e changes.Event) Cause {
 		c.Evidence = append(c.Evidence, "topology 0.50: no retry counter rose")
 	}
 
+	// (e) Mechanism: a flag change (the backoff flags) cannot make the
+	// upstream's attempts slower, except by loading it with retries.
+	c.Mechanism = 1
+	if len(a.slower) > 0 && e.Kind == changes.KindFlag {
+		if len(a.rose) > 0 {
+			c.Mechanism = 0.6
+			c.Evidence = append(c.Evidence, fmt.Sprintf("mechanism 0.60: attempts to %v got slower; a flag change slows them only by loading the upstream with retries, which rose", a.slower))
+		} else {
+			c.Mechanism = 0.2
+			c.Evidence = append(c.Evidence, fmt.Sprintf("mechanism 0.20: attempts to %v got slower while retries did not rise: a flag change can not do that", a.slower))
+		}
+	}
+
 	sum := w.Timing + w.Localisation + w.Cohort + w.Topology
-	c.Score = (w.Timing*c.Timing + w.Localisation*c.Localisation + w.Cohort*c.Cohort + w.Topology*c.Topology) / sum
+	c.Score = c.Mechanism * (w.Timing*c.Timing + w.Localisation*c.Localisation + w.Cohort*c.Cohort + w.Topology*c.Topology) / sum
 	return c
 }
 

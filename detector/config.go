@@ -46,6 +46,7 @@ const (
 // backoff package and the scenario services).
 const (
 	DefaultLatencyMetric      = "http_request_duration_seconds"
+	DefaultAttemptMetric      = "backoff_attempt_duration_seconds"
 	DefaultRequestsMetric     = "http_requests_total"
 	DefaultCallsMetric        = "backoff_calls_total"
 	DefaultRetriesMetric      = "backoff_retries_total"
@@ -167,6 +168,11 @@ type SignalConfig struct {
 	// native histograms. One boundary serves all slices of a signal, so a
 	// signal should group slices with similar latency (one endpoint).
 	Boundary float64 `yaml:"boundary"`
+	// Attempts marks a latency signal on the upstream's attempts
+	// (backoff_attempt_duration_seconds): the callee's own latency, which
+	// no backoff change can move. Attribution uses its regressions as
+	// evidence against backoff flags and for "none of the known changes".
+	Attempts bool `yaml:"attempts"`
 	// MinEffect overrides Detection.MinEffect for this signal.
 	MinEffect float64 `yaml:"min_effect"`
 	// Queries overrides the query templates.
@@ -414,6 +420,9 @@ func (s *SignalConfig) validate(c *Config) error {
 		}
 		if s.Metric == "" {
 			s.Metric = DefaultLatencyMetric
+			if s.Attempts {
+				s.Metric = DefaultAttemptMetric
+			}
 		}
 		if s.Quantile == 0 {
 			s.Quantile = DefaultQuantile
@@ -440,6 +449,9 @@ func (s *SignalConfig) validate(c *Config) error {
 		}
 	default:
 		return fmt.Errorf("field kind %q must be %q, %q or %q", s.Kind, KindLatency, KindRetryRatio, KindErrorRatio)
+	}
+	if s.Kind != KindLatency && s.Attempts {
+		return fmt.Errorf("field attempts applies to kind %q only", KindLatency)
 	}
 	if s.Kind != KindLatency && (s.Histogram != "" || s.Boundary != 0) {
 		return fmt.Errorf("fields histogram and boundary apply to kind %q only", KindLatency)

@@ -34,6 +34,10 @@ const (
 	// AttributionAmbiguous: the best changes score within the margin; the
 	// controller must not act on one of them alone.
 	AttributionAmbiguous = "ambiguous"
+	// AttributionUnexplained: the hypothesis that none of the known
+	// changes caused the regression scores at least as well as the best
+	// change (the upstream slowed on its own, the load grew, ...).
+	AttributionUnexplained = "unexplained"
 )
 
 // Window is a half-open time interval (Start, End].
@@ -125,7 +129,20 @@ type Cause struct {
 	Localisation float64 `json:"localisation"`
 	Cohort       float64 `json:"cohort"`
 	Topology     float64 `json:"topology"`
+	// Mechanism multiplies the weighted score: 1 when the change can
+	// produce what was seen, less when it cannot (a backoff flag does not
+	// make the upstream's attempts slower).
+	Mechanism float64 `json:"mechanism"`
 	// Evidence explains each score with numbers.
+	Evidence []string `json:"evidence"`
+}
+
+// Hypothesis is the competing explanation "none of the known changes":
+// its score comes from the same evidence as the causes' (how far the
+// onset lies from every change, whether the upstream's own attempts got
+// slower with no change that could slow them).
+type Hypothesis struct {
+	Score    float64  `json:"score"`
 	Evidence []string `json:"evidence"`
 }
 
@@ -150,15 +167,18 @@ type Finding struct {
 	Slice     map[string]string `json:"slice"`
 	Verdict   Verdict           `json:"verdict"`
 	// Reason explains an Inconclusive verdict, or summarises the others.
-	Reason      string          `json:"reason"`
-	Baseline    Window          `json:"baseline"`
-	Monitored   Window          `json:"monitored"`
-	Step        model.Duration  `json:"step"`
-	Counts      Counts          `json:"counts"`
-	Effect      *stats.Ratio    `json:"effect,omitempty"`
-	Quantile    *QuantileShift  `json:"quantile,omitempty"`
-	Detection   *Detection      `json:"detection,omitempty"`
-	Causes      []Cause         `json:"causes,omitempty"`
+	Reason    string         `json:"reason"`
+	Baseline  Window         `json:"baseline"`
+	Monitored Window         `json:"monitored"`
+	Step      model.Duration `json:"step"`
+	Counts    Counts         `json:"counts"`
+	Effect    *stats.Ratio   `json:"effect,omitempty"`
+	Quantile  *QuantileShift `json:"quantile,omitempty"`
+	Detection *Detection     `json:"detection,omitempty"`
+	Causes    []Cause        `json:"causes,omitempty"`
+	// Unexplained is the hypothesis that none of the known changes caused
+	// a regressed finding, scored against Causes.
+	Unexplained *Hypothesis     `json:"unexplained,omitempty"`
 	Attribution Attribution     `json:"attribution"`
 	Queries     []Query         `json:"queries"`
 	Notes       []string        `json:"notes,omitempty"`

@@ -128,6 +128,14 @@ func writeFinding(ew *errWriter, f *Finding) {
 		p("      cause     ambiguous: %s\n", strings.Join(f.Attribution.Candidates, ", "))
 	case AttributionNone:
 		p("      cause     none found\n")
+	case AttributionUnexplained:
+		p("      cause     none of the known changes explains this\n")
+	}
+	if h := f.Unexplained; h != nil {
+		p("      none %.2f  none of the known changes\n", h.Score)
+		for _, e := range h.Evidence {
+			p("              %s\n", e)
+		}
 	}
 	for i, c := range f.Causes {
 		if i == 3 {

@@ -29,6 +29,7 @@ func TestLoadEmbeddedCatalogue(t *testing.T) {
 		"backoff_retries_total",
 		"backoff_budget_denied_total",
 		"backoff_delay_seconds",
+		"backoff_attempt_duration_seconds",
 		"backoff_policy_errors_total",
 		"backoff_policy_constant",
 		"backoff_policy_info",

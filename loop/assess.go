@@ -240,6 +240,13 @@ func causeOf(svc *policy.Service, f detector.Finding, events map[string]changes.
 				Evidence: "indistinguishable changes all governed by " + svc.Flags.Strategy.Key + ": " + strings.Join(f.Attribution.Candidates, ", ")}
 		}
 		return controller.Cause{Kind: controller.CauseAmbiguous, Evidence: "indistinguishable: " + strings.Join(f.Attribution.Candidates, ", ")}
+	case detector.AttributionUnexplained:
+		c := controller.Cause{Kind: controller.CauseUnknown, Evidence: "none of the known changes explains this"}
+		if h := f.Unexplained; h != nil {
+			c.Confidence = h.Score
+			c.Evidence += ": " + strings.Join(h.Evidence, "; ")
+		}
+		return c
 	}
 	return controller.Cause{Kind: controller.CauseUnknown}
 }

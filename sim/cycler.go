@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -115,6 +116,27 @@ type Verification struct {
 	// marginal.
 	Outcome string
 	Detail  string
+	// Calibration holds the action's predicted and verified effect per
+	// SLO, where the action carried a prediction.
+	Calibration []Calibration `json:"calibration,omitempty"`
+}
+
+// Calibration is one SLO's predicted and verified value after an action.
+type Calibration struct {
+	SLO       string  `json:"slo"`
+	Predicted float64 `json:"predicted"`
+	Verified  float64 `json:"verified"`
+	// Objective scales the error: |verified − predicted| / objective.
+	Objective float64 `json:"objective"`
+}
+
+// Error returns |verified − predicted| relative to the objective, NaN when
+// the objective is not positive.
+func (c Calibration) Error() float64 {
+	if !(c.Objective > 0) {
+		return math.NaN()
+	}
+	return math.Abs(c.Verified-c.Predicted) / c.Objective
 }
 
 // Querier runs PromQL; *promembed.DB implements it, as does the HTTP API

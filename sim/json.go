@@ -39,3 +39,14 @@ func (r Row) MarshalJSON() ([]byte, error) {
 		Benefit *float64 `json:"benefit"`
 	}{plain(r), jsonFloat(r.Benefit)})
 }
+
+// MarshalJSON encodes a benefit or calibration error that does not apply
+// as null.
+func (r ClassRow) MarshalJSON() ([]byte, error) {
+	type plain ClassRow
+	return json.Marshal(struct {
+		plain
+		Benefit     *float64 `json:"benefit"`
+		Calibration *float64 `json:"calibration_error"`
+	}{plain(r), jsonFloat(r.Benefit), jsonFloat(r.Calibration)})
+}

@@ -112,8 +112,11 @@ type Result struct {
 
 	Detections []Detection `json:"detections,omitempty"`
 	Actions    []Action    `json:"actions,omitempty"`
-	Writes     []Write     `json:"writes,omitempty"`
-	Revert     *Revert     `json:"revert,omitempty"`
+	// Verifications are the checks of the guard's actions, with their
+	// predicted and verified effects.
+	Verifications []Verification `json:"verifications,omitempty"`
+	Writes        []Write        `json:"writes,omitempty"`
+	Revert        *Revert        `json:"revert,omitempty"`
 	// Alerts holds the firing episodes of each evaluated baseline rule
 	// set: "static", "burn-rate".
 	Alerts   map[string][]baseline.Episode `json:"alerts,omitempty"`
@@ -493,6 +496,7 @@ func (r *runner) record(t time.Time, rep CycleReport) {
 			delete(r.last, key)
 		}
 	}
+	r.res.Verifications = append(r.res.Verifications, rep.Verifications...)
 	for _, v := range rep.Verifications {
 		r.add(t, "verification", "%s %s verified: %s%s", v.Incident, v.Rung, v.Outcome, prefixed(": ", v.Detail))
 	}
@@ -651,7 +655,7 @@ func (r *runner) revertOnAlert(ctx context.Context, t time.Time) error {
 func (r *runner) slo() baseline.SLO {
 	s := r.sc.Truth.SLO
 	return baseline.SLO{Job: r.sc.Service.Job, Endpoint: s.Endpoint, Upstream: r.sc.Upstream.Name,
-		Quantile: s.Quantile, Threshold: time.Duration(s.Threshold), Window: time.Duration(s.Window)}
+		Quantile: s.Quantile, Threshold: time.Duration(s.Threshold), Window: time.Duration(s.Window), Native: r.sc.Service.NativeOnly}
 }
 
 // measure computes the run's series and brown-out results and, for an
@@ -719,9 +723,13 @@ func canaryJudge(sc *Scenario) baseline.Judge {
 	s := sc.Truth.SLO
 	sel := fmt.Sprintf(`{job=%q,endpoint=%q}`, sc.Service.Job, s.Endpoint)
 	up := fmt.Sprintf(`{job=%q,upstream=%q}`, sc.Service.Job, sc.Upstream.Name)
+	quantile := fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(http_request_duration_seconds_bucket%s[1m])))`, s.Quantile, sel)
+	if sc.Service.NativeOnly {
+		quantile = fmt.Sprintf(`histogram_quantile(%g, sum(rate(http_request_duration_seconds%s[1m])))`, s.Quantile, sel)
+	}
 	return baseline.Judge{
 		Metrics: []baseline.Metric{
-			{Name: fmt.Sprintf("p%g %s", 100*s.Quantile, s.Endpoint), Expr: fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(http_request_duration_seconds_bucket%s[1m])))`, s.Quantile, sel)},
+			{Name: fmt.Sprintf("p%g %s", 100*s.Quantile, s.Endpoint), Expr: quantile},
 			{Name: "retry ratio " + sc.Upstream.Name, Expr: fmt.Sprintf(`sum(rate(backoff_retries_total%s[1m])) / sum(rate(backoff_calls_total%s[1m]))`, up, up)},
 		},
 		Before: 30 * time.Minute, Warmup: 5 * time.Minute, After: 30 * time.Minute, Step: time.Minute,

@@ -71,7 +71,10 @@ type ServiceSpec struct {
 	Components       []ComponentSpec `yaml:"components"`
 	Endpoints        []EndpointSpec  `yaml:"endpoints"`
 	Traffic          TrafficSpec     `yaml:"traffic"`
-	Warmup           WarmupSpec      `yaml:"warmup"`
+	// NativeOnly exposes the request histogram as a native histogram only
+	// (no classic buckets).
+	NativeOnly bool       `yaml:"native_only,omitempty"`
+	Warmup     WarmupSpec `yaml:"warmup"`
 	// DefaultPolicy is the backoff policy compiled into the service, used
 	// until the flags are read and whenever they are unusable.
 	DefaultPolicy ConstantsSpec `yaml:"default_policy"`
@@ -308,9 +311,9 @@ type WindowSpec struct {
 // scenario file) or inline.
 type TailguardSpec struct {
 	PolicyFile   string     `yaml:"policy_file"`
-	Policy       *yaml.Node `yaml:"policy"`
+	Policy       *yaml.Node `yaml:"policy,omitempty"`
 	DetectorFile string     `yaml:"detector_file"`
-	Detector     *yaml.Node `yaml:"detector"`
+	Detector     *yaml.Node `yaml:"detector,omitempty"`
 }
 
 // DefaultStart is the virtual start time of scenarios that do not set one.
@@ -490,7 +493,7 @@ func (sc *Scenario) applyDefaults() {
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	metricRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
-	causeRE  = regexp.MustCompile(`^(flag|component):[^\s:]+$`)
+	causeRE  = regexp.MustCompile(`^((flag|component|upstream):[^\s:]+|none)$`)
 )
 
 func prob(field string, p float64) error {
@@ -798,7 +801,7 @@ func (sc *Scenario) validateTruth() error {
 	}
 	for i, c := range t.Causes {
 		if !causeRE.MatchString(c) {
-			return fmt.Errorf("truth.causes[%d]: %q must be flag:<key> or component:<name>", i, c)
+			return fmt.Errorf("truth.causes[%d]: %q must be flag:<key>, component:<name>, upstream:<name> or none (none of the known changes)", i, c)
 		}
 	}
 	s := &t.SLO

@@ -69,6 +69,8 @@ type BenchOptions struct {
 	// Parallel is the number of runs at once; default GOMAXPROCS.
 	Parallel int
 	Options  Options
+	// Modes chooses the runs of a scenario; nil: Modes.
+	Modes func(sc *Scenario, withTailguard bool) []Mode
 }
 
 // Modes returns the runs a scenario needs: tailguard (when a cycler is
@@ -99,7 +101,11 @@ func RunScenarios(ctx context.Context, scs []*Scenario, opts BenchOptions) ([]Sc
 	out := make([]ScenarioResult, len(scs))
 	for i, sc := range scs {
 		out[i] = ScenarioResult{Scenario: sc, Name: sc.Name, Runs: map[Mode]*Result{}}
-		for _, m := range Modes(sc, opts.NewCycler != nil) {
+		modes := Modes
+		if opts.Modes != nil {
+			modes = opts.Modes
+		}
+		for _, m := range modes(sc, opts.NewCycler != nil) {
 			jobs = append(jobs, job{i, sc, m})
 		}
 	}

@@ -199,7 +199,7 @@ func serviceConfig(sc *Scenario, seed uint64, def backoff.Config, bind service.B
 	s, u := sc.Service, sc.Upstream
 	cfg := service.Config{
 		Pods: s.Pods, PodPrefix: s.Job, VersionComponent: s.VersionComponent,
-		Warmup: time.Duration(s.Warmup.Duration), WarmupFactor: s.Warmup.Factor,
+		Warmup: time.Duration(s.Warmup.Duration), WarmupFactor: s.Warmup.Factor, NativeOnly: s.NativeOnly,
 		Default: def, Bind: bind, Seed: seed, Start: sc.Start,
 		Upstream: service.UpstreamConfig{
 			Name:                     u.Name,

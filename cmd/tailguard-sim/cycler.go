@@ -129,6 +129,11 @@ func findings(r *detector.Report) []sim.Finding {
 		case detector.AttributionAmbiguous:
 			sf.Cause = "ambiguous"
 			sf.CauseDetail = strings.Join(f.Attribution.Candidates, ", ")
+		case detector.AttributionUnexplained:
+			sf.Cause, sf.CauseDetail = "none", "none of the known changes"
+			if h := f.Unexplained; h != nil {
+				sf.CauseScore, sf.Evidence = h.Score, h.Evidence
+			}
 		}
 		out = append(out, sf)
 	}
@@ -189,7 +194,13 @@ func (c *loopCycler) verifications() []sim.Verification {
 			if v.Note != "" {
 				detail += " (" + v.Note + ")"
 			}
-			out = append(out, sim.Verification{Incident: sum.ID, Rung: string(a.Rung), Outcome: string(v.Outcome), Detail: detail})
+			sv := sim.Verification{Incident: sum.ID, Rung: string(a.Rung), Outcome: string(v.Outcome), Detail: detail}
+			for _, p := range a.Expected {
+				if p.Verified != nil {
+					sv.Calibration = append(sv.Calibration, sim.Calibration{SLO: p.SLO, Predicted: p.Expected, Verified: *p.Verified, Objective: p.Objective})
+				}
+			}
+			out = append(out, sv)
 		}
 	}
 	return out

@@ -4,6 +4,7 @@
 //
 //	tailguard-sim demo               the design story, with a timeline and an HTML report
 //	tailguard-sim bench              every scenario, tailguard and the baselines, one table
+//	tailguard-sim sweep              drawn scenarios of every situation class, one row per class
 //	tailguard-sim run SCENARIO       one scenario
 //	tailguard-sim list               the scenarios
 //
@@ -72,6 +73,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bench := app.Command("bench", "Run every scenario with tailguard and the baselines and print one table.")
 	benchOnly := bench.Flag("scenario", "Run only this scenario (repeatable).").Strings()
 
+	sweep := app.Command("sweep", "Draw scenarios of each situation class from parameter ranges, run tailguard on them and print one row per class.")
+	sweepClasses := sweep.Flag("class", "Run only this class (repeatable); see --list.").Strings()
+	sweepDraws := sweep.Flag("seeds", "Draws per class.").Default("20").Int()
+	sweepWrite := sweep.Flag("write", "Also write the drawn scenarios as YAML into this directory.").PlaceHolder("DIR").String()
+	sweepList := sweep.Flag("list", "List the classes and exit.").Bool()
+
 	one := app.Command("run", "Run one scenario with tailguard and the baselines.")
 	oneName := one.Arg("scenario", "Scenario name.").Required().String()
 	oneReport := one.Flag("report", "Also write an HTML report here.").String()
@@ -93,6 +100,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = o.demo(ctx, *demoName, *demoReport)
 	case "bench":
 		err = o.bench(ctx, *benchOnly)
+	case "sweep":
+		err = o.sweep(ctx, sweepOptions{classes: *sweepClasses, draws: *sweepDraws, write: *sweepWrite, list: *sweepList})
 	case "run":
 		err = o.runOne(ctx, *oneName, *oneReport)
 	case "list":

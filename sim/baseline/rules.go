@@ -192,6 +192,9 @@ type SLO struct {
 	Quantile  float64
 	Threshold time.Duration
 	Window    time.Duration
+	// Native reads the quantile from the native histogram (services
+	// without classic buckets).
+	Native bool
 }
 
 func (s SLO) selector() string {
@@ -202,6 +205,14 @@ func (s SLO) selector() string {
 // the classic histogram, over the SLO window, above the threshold for 5
 // minutes.
 func StaticThreshold(s SLO) Rule {
+	if s.Native {
+		return Rule{
+			Name: "StaticLatencyThreshold",
+			Expr: fmt.Sprintf(`histogram_quantile(%g, sum(rate(http_request_duration_seconds%s[%s]))) > %g`,
+				s.Quantile, s.selector(), model.Duration(s.Window), s.Threshold.Seconds()),
+			For: 5 * time.Minute,
+		}
+	}
 	return Rule{
 		Name: "StaticLatencyThreshold",
 		Expr: fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(http_request_duration_seconds_bucket%s[%s]))) > %g`,

@@ -116,9 +116,12 @@ type Config struct {
 	Warmup       time.Duration
 	WarmupFactor float64
 	// Buckets are the classic buckets; default DefaultBuckets.
-	Buckets   []float64
-	Brownouts []Brownout
-	Shifts    []LatencyShift
+	Buckets []float64
+	// NativeOnly drops the classic buckets: the request histogram is a
+	// native histogram only, as on services that migrated.
+	NativeOnly bool
+	Brownouts  []Brownout
+	Shifts     []LatencyShift
 	// Default is the policy a pod uses until its binding reads one.
 	Default backoff.Config
 	// Bind binds each new pod's retrier; nil keeps Default.
@@ -164,7 +167,9 @@ func (c *Config) validate() error {
 	if c.WarmupFactor == 0 {
 		c.WarmupFactor = 1
 	}
-	if c.Buckets == nil {
+	if c.NativeOnly {
+		c.Buckets = []float64{}
+	} else if c.Buckets == nil {
 		c.Buckets = DefaultBuckets
 	}
 	if c.Start.IsZero() {
