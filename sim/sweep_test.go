@@ -48,8 +48,8 @@ func TestScoreClass(t *testing.T) {
 		Truth: Truth{NoAction: []WindowSpec{{From: 0, To: model.Duration(10 * time.Hour)}}}}
 	results := []ScenarioResult{
 		{Scenario: regression, Name: "r", Runs: map[Mode]*Result{ModeTailguard: {
-			Writes: []Write{{At: start.Add(70 * time.Minute), Action: "shrink", Incident: "i"}},
-			Series: Series{Latency: []Point{{T: start.Add(65 * time.Minute), V: 0.5}, {T: start.Add(66 * time.Minute), V: 0.45}, {T: start.Add(80 * time.Minute), V: 0.5}}},
+			Writes:        []Write{{At: start.Add(70 * time.Minute), Action: "shrink", Incident: "i"}},
+			Series:        Series{Latency: []Point{{T: start.Add(65 * time.Minute), V: 0.5}, {T: start.Add(66 * time.Minute), V: 0.45}, {T: start.Add(80 * time.Minute), V: 0.5}}},
 			Verifications: []Verification{{Calibration: []Calibration{{Predicted: 0.5, Verified: 0.3, Objective: 0.4}}}},
 		}}, Rows: []Row{
 			{Guard: GuardTailguard, Detected: "y", Delay: d(2 * time.Minute), Attribution: "y", SLOMinutes: 5, Benefit: math.NaN()},
