@@ -220,7 +220,9 @@ func runLoop(t *testing.T, pol *policy.Policy, minutes int) loopResult {
 			rec.decision = d
 			if d.Kind != DecisionNone {
 				inBrownOut := !end.Before(brown) && end.Before(brown.Add(15*time.Minute))
-				if inBrownOut {
+				// A brown-out no change explains is handed to people
+				// (escalated); only a flag write acts on it.
+				if inBrownOut && d.Kind == DecisionAct {
 					res.brownOutActions++
 				}
 				if end.Before(upgrade) {

@@ -70,6 +70,11 @@ func classify(svc *policy.Service, obs Observation) ([]reading, []string) {
 		case !ok:
 			inconclusive = append(inconclusive, fmt.Sprintf("slo %s: no assessment", slo.Name))
 			continue
+		case a.Verdict == VerdictInconclusive && withinEnter(svc, slo, a):
+			// The SLI holds: whether the detector has confirmed a shift
+			// there yet does not matter to any action on the others (whose
+			// predictions must keep it within its objective anyway).
+			a.Verdict, a.Reason = VerdictHealthy, "within objective; detector: "+a.Reason
 		case a.Verdict == VerdictInconclusive:
 			inconclusive = append(inconclusive, fmt.Sprintf("slo %s: inconclusive: %s", slo.Name, a.Reason))
 			continue
@@ -94,6 +99,16 @@ func classify(svc *policy.Service, obs Observation) ([]reading, []string) {
 		out = append(out, r)
 	}
 	return out, inconclusive
+}
+
+// withinEnter reports whether an assessment's SLI, and its forecast, are
+// numbers at or below the level that would make the SLO breach.
+func withinEnter(svc *policy.Service, slo policy.SLO, a Assessment) bool {
+	enter := slo.Value() * (1 + svc.Hysteresis.Enter)
+	if !finiteNonNeg(a.Value) || a.Value > enter {
+		return false
+	}
+	return !a.HasForecast || (finiteNonNeg(a.Forecast) && a.Forecast <= enter)
 }
 
 func exportReadings(rs []reading) []SLOReading {
@@ -174,6 +189,13 @@ func Decide(svc *policy.Service, st State, obs Observation, now time.Time) (Deci
 		}
 		return c.climb(&st, d, inc.Rung)
 	case PhaseHolding, PhaseEscalated:
+		if inc.Phase == PhaseEscalated && handedOver(inc) && c.mitigable(inc) {
+			// The evidence now names a change the policy governs: the
+			// hand-over gives way to mitigation.
+			inc.note(now, "superseded: a breaching regression is now attributed to a change this policy mitigates")
+			d, st = c.resolve(&st, d)
+			return c.open(&st, d)
+		}
 		if inc.Phase == PhaseHolding && c.attributedBreach(inc) {
 			inc.Phase = PhaseMitigating
 			inc.note(now, "SLO breaching again while holding: resuming at rung "+string(inc.Rung))
@@ -235,7 +257,7 @@ func controlled(svc *policy.Service, cause Cause) (bool, string) {
 	case CauseFlag:
 		sf := svc.Flags.Strategy
 		switch {
-		case cause.FlagKey == sf.Key && (cause.Variant == "" || cause.Variant == sf.NewVariant):
+		case cause.FlagKey == sf.Key && (cause.Variant == "" || slices.Contains(servedVariants(cause.Variant), sf.NewVariant)):
 			return true, ""
 		case cause.FlagKey == sf.Key:
 			return false, fmt.Sprintf("cause is variant %q of %s, not the new variant %q", cause.Variant, sf.Key, sf.NewVariant)
@@ -251,7 +273,14 @@ func controlled(svc *policy.Service, cause Cause) (bool, string) {
 	case CauseAmbiguous:
 		return false, "attribution is ambiguous: leaving it to people"
 	}
-	return false, "cause unknown: leaving it to people"
+	return false, "no known change explains it"
+}
+
+// servedVariants returns the variants of a flag setting as the change
+// journal describes it: "decorrelated", or a rollout's
+// "exponential+decorrelated (targeted)".
+func servedVariants(v string) []string {
+	return strings.Split(strings.TrimSuffix(v, " (targeted)"), "+")
 }
 
 // open opens an incident when an attributed regression breaches (or is
@@ -279,8 +308,12 @@ func (c *cycle) open(st *State, d Decision) (Decision, State) {
 	}
 	cause := best.a.Cause
 	if ok, why := controlled(c.svc, cause); !ok {
-		d.Reason = fmt.Sprintf("slo %s regressed: %s", best.slo.Name, why)
-		return d, *st
+		if cause.Kind == CauseAmbiguous {
+			// More data may tell the changes apart.
+			d.Reason = fmt.Sprintf("slo %s regressed: %s", best.slo.Name, why)
+			return d, *st
+		}
+		return c.handOver(st, d, best, why)
 	}
 	if cause.Confidence < c.svc.Attribution.MinConfidence {
 		d.Reason = fmt.Sprintf("slo %s regressed, attributed to %s with confidence %.2f < %.2f: not acting",
@@ -306,6 +339,48 @@ func (c *cycle) open(st *State, d Decision) (Decision, State) {
 	st.Active = inc
 	d.IncidentID = id
 	return c.climb(st, d, RungTune)
+}
+
+// handOver opens an incident for a breaching regression that is not the
+// policy's to mitigate (no known change explains it, or the change is not
+// one its flags govern) and escalates it at once, with the evidence: no
+// flag write can help, and people need to know.
+func (c *cycle) handOver(st *State, d Decision, best reading, why string) (Decision, State) {
+	cause := best.a.Cause
+	id := incidentID(c.svc.Name, cause, best.a.Onset, c.now, c.svc.EvaluationWindow)
+	for n := 2; st.hasHistory(id); n++ {
+		id = fmt.Sprintf("%s-%d", strings.TrimSuffix(id, fmt.Sprintf("-%d", n-1)), n)
+	}
+	start := c.obs.Flags.Percent(c.svc.Flags.Strategy.NewVariant)
+	inc := &Incident{
+		ID: id, Service: c.svc.Name, Cause: cause, OpenedAt: c.now, Phase: PhaseMitigating, Rung: RungEscalate,
+		StartPercent: start, Ceiling: start, Trigger: exportReadings(c.readings),
+	}
+	inc.note(c.now, fmt.Sprintf("opened: %s regressed (%s), %s: handing over", best.slo.Name, describeReading(best), why))
+	st.Active = inc
+	d.IncidentID = id
+	summary := fmt.Sprintf("%s: incident %s: %s regressed (%s); not a change this policy mitigates (%s), no flag write",
+		c.svc.Name, id, best.slo.Name, describeReading(best), why)
+	if cause.Evidence != "" {
+		summary += "; evidence: " + cause.Evidence
+	}
+	return c.escalateWith(st, d, summary)
+}
+
+// handedOver reports whether inc was handed over without any flag write.
+func handedOver(inc *Incident) bool {
+	return inc.Escalated && !slices.ContainsFunc(inc.Actions, func(a Action) bool { return a.Mutation != nil })
+}
+
+// mitigable reports whether an SLO breaches with a regression the policy
+// may act on: attributed, with enough confidence, to a change it governs
+// other than inc's cause.
+func (c *cycle) mitigable(inc *Incident) bool {
+	return slices.ContainsFunc(c.readings, func(r reading) bool {
+		ok, _ := controlled(c.svc, r.a.Cause)
+		return r.breaching && r.a.Verdict == VerdictRegressed && ok &&
+			r.a.Cause.Confidence >= c.svc.Attribution.MinConfidence && !sameCause(inc, r.a.Cause)
+	})
 }
 
 // resume rebuilds, from the observation's journal, an incident that the
@@ -529,6 +604,10 @@ func (c *cycle) escalate(st *State, d Decision, skipped []string) (Decision, Sta
 		d.Reason = "ladder exhausted; escalated earlier, waiting for people or recovery"
 		return d, *st
 	}
+	if len(inc.Actions) == 0 && inc.Rung == RungEscalate {
+		// A hand-over whose escalation was not recorded (observe mode).
+		return c.escalateWith(st, d, fmt.Sprintf("%s: incident %s (%s): not a change this policy mitigates, no flag write", c.svc.Name, inc.ID, inc.Cause))
+	}
 	var breaching []string
 	for _, r := range c.readings {
 		if r.breaching {
@@ -542,6 +621,12 @@ func (c *cycle) escalate(st *State, d Decision, skipped []string) (Decision, Sta
 	if len(skipped) > 0 {
 		summary += "; " + strings.Join(skipped, "; ")
 	}
+	return c.escalateWith(st, d, summary)
+}
+
+// escalateWith decides the escalation of the active incident.
+func (c *cycle) escalateWith(st *State, d Decision, summary string) (Decision, State) {
+	inc := st.Active
 	d.Kind = DecisionEscalate
 	d.Rung = RungEscalate
 	d.Reason = summary
@@ -625,6 +710,36 @@ func (c *cycle) shrinkStep(inc *Incident) (*step, string) {
 	s.expected = c.predictShare(float64(next) / 100)
 	s.reason = fmt.Sprintf("shrink %s rollout %d%% → %d%%%s", sf.NewVariant, cur, next, expectSummary(s.expected))
 	return s, ""
+}
+
+// predictedGain is the progress the predictions promise on the breaching
+// SLOs: the largest share of an SLO's gap to its recovery threshold that
+// the predicted change (the model's effect, Observed → Expected) closes,
+// or, when the change makes a breaching SLO worse by more than
+// verification.minImprovement of its gap, that negative share. Without a
+// prediction for a breaching SLO it is NaN.
+func (c *cycle) predictedGain(ps []Prediction) float64 {
+	best, worst := math.Inf(-1), math.Inf(1)
+	for _, r := range c.readings {
+		if !r.breaching {
+			continue
+		}
+		i := slices.IndexFunc(ps, func(p Prediction) bool { return p.SLO == r.slo.Name })
+		if i < 0 {
+			return math.NaN()
+		}
+		target := r.objective * (1 - c.svc.Hysteresis.Exit)
+		gap := max(r.worst-target, r.objective*0.01)
+		g := (ps[i].Observed - ps[i].Expected) / gap
+		best, worst = max(best, g), min(worst, g)
+	}
+	switch {
+	case math.IsInf(best, -1):
+		return math.NaN()
+	case worst < -c.svc.Verification.MinImprovement:
+		return worst
+	}
+	return best
 }
 
 func (c *cycle) flipStep(inc *Incident) (*step, string) {
@@ -775,9 +890,48 @@ func (c *cycle) afterVerification(st *State, d Decision, a *Action) (Decision, S
 		if i := rungIndex(a.Rung); i >= 0 && i+1 < len(ladder) {
 			next = ladder[i+1]
 		}
+		if a.Rung == RungShrink || a.Rung == RungFlip {
+			// Less of the new strategy did not help: it is not what
+			// breaches, and more of the same lever will not help either.
+			next = RungEscalate
+		}
 		inc.Rung = next
+		if a.Undo != nil && rungIndex(a.Rung) >= 0 {
+			return c.undo(st, d, a)
+		}
 		return c.climb(st, d, next)
 	}
+}
+
+// undo takes back the verified action a, which did not help: a write that
+// does not help is a cost (of the error budget, of people's trust) and
+// keeps nothing. The next cycle climbs on from the incident's rung.
+func (c *cycle) undo(st *State, d Decision, a *Action) (Decision, State) {
+	inc := st.Active
+	s := &step{
+		rung: RungUndo, key: stepKey(inc, RungUndo), mutation: *a.Undo,
+		reason: fmt.Sprintf("undo %s: verified %s (progress %.0f%%, need %.0f%%)",
+			StepOf(a.IdempotencyKey), a.Verification.Outcome, 100*a.Verification.Progress, 100*c.svc.Verification.MinImprovement),
+	}
+	if a.Mutation != nil {
+		s.undo = *a.Mutation
+	}
+	if a.Undo.FlagKey == c.svc.Flags.Strategy.Key {
+		s.percent = percentOf(*a.Undo, c.svc.Flags.Strategy.NewVariant)
+	} else {
+		s.percent = c.obs.Flags.Percent(c.svc.Flags.Strategy.NewVariant)
+	}
+	if ok, blocked := c.gate(st); !ok {
+		// Keep the action pending: its verification and undo run again
+		// next cycle.
+		a.Verification = nil
+		d.Rung = RungUndo
+		d.Reason = "next: " + s.reason + ", blocked: " + blocked
+		inc.note(c.now, d.Reason)
+		return d, *st
+	}
+	inc.note(c.now, s.reason)
+	return c.act(st, d, s), *st
 }
 
 // holdDuration is how long every SLO must stay recovered before an
@@ -974,6 +1128,8 @@ func Commit(st State, d Decision, status ApplyStatus, actor, approver string, at
 		inc.Phase = PhaseMitigating
 	case RungRestore:
 		inc.Phase = PhaseRestoring
+	case RungUndo:
+		inc.Phase = PhaseMitigating
 	case RungRevert:
 		if a.NewPercent != nil {
 			inc.Ceiling = *a.NewPercent

@@ -23,7 +23,16 @@ func TestDecideFirstCycle(t *testing.T) {
 		{name: "healthy", obs: observe(0.25, upgraded()), kind: DecisionNone, reason: "all SLOs within objective"},
 		{name: "inconclusive never acts", kind: DecisionNone, reason: "inconclusive, not acting",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Verdict, a.Reason = VerdictInconclusive, "212 requests, need 370" }))},
-		{name: "inconclusive elsewhere never acts", kind: DecisionNone, reason: "slo checkout-errors: inconclusive",
+		{name: "inconclusive elsewhere over its objective never acts", kind: DecisionNone, reason: "slo checkout-errors: inconclusive",
+			obs: observe(0.6, upgraded(), func(o *Observation) {
+				o.Assessments[2].Verdict, o.Assessments[2].Value = VerdictInconclusive, 0.02
+			})},
+		{name: "inconclusive elsewhere without its SLI never acts", kind: DecisionNone, reason: "slo checkout-errors: inconclusive",
+			obs: observe(0.6, upgraded(), func(o *Observation) {
+				o.Assessments[2].Verdict, o.Assessments[2].Value = VerdictInconclusive, math.NaN()
+			})},
+		// The detector has not decided on the error ratio, but it holds.
+		{name: "inconclusive elsewhere within its objective", kind: DecisionAct, rung: RungTune, key: "inc-1/tune/1",
 			obs: observe(0.6, upgraded(), func(o *Observation) { o.Assessments[2].Verdict = VerdictInconclusive })},
 		{name: "missing assessment", kind: DecisionNone, reason: "slo search-latency: no assessment",
 			obs: observe(0.6, upgraded(), func(o *Observation) { o.Assessments = o.Assessments[:3] })},
@@ -31,17 +40,19 @@ func TestDecideFirstCycle(t *testing.T) {
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Value = math.NaN() }))},
 		{name: "breach without regression", kind: DecisionNone, reason: "without a regression verdict",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Verdict = VerdictHealthy }))},
-		{name: "unknown cause", kind: DecisionNone, reason: "cause unknown",
+		{name: "unknown cause", kind: DecisionEscalate, rung: RungEscalate, reason: "no known change explains it",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause = Cause{Kind: CauseUnknown} }))},
 		{name: "ambiguous cause", kind: DecisionNone, reason: "ambiguous",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause = Cause{Kind: CauseAmbiguous, Confidence: 0.5} }))},
-		{name: "other flag", kind: DecisionNone, reason: `flag "search-ranking" is not controlled`,
+		{name: "other flag", kind: DecisionEscalate, rung: RungEscalate, reason: `flag "search-ranking" is not controlled`,
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause = Cause{Kind: CauseFlag, FlagKey: "search-ranking", Confidence: 1} }))},
-		{name: "old variant blamed", kind: DecisionNone, reason: "not the new variant",
+		{name: "old variant blamed", kind: DecisionEscalate, rung: RungEscalate, reason: "not the new variant",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause.Variant = "exponential" }))},
+		{name: "rollout of the new variant tunes", kind: DecisionAct, rung: RungTune, key: "inc-1/tune/1",
+			obs: observe(0.51, upgraded(), withCheckout(func(a *Assessment) { a.Cause.Variant = "exponential+decorrelated (targeted)" }))},
 		{name: "low confidence", kind: DecisionNone, reason: "confidence 0.50 < 0.70",
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause.Confidence = 0.5 }))},
-		{name: "unlisted component", kind: DecisionNone, reason: `component "billing" is not listed`,
+		{name: "unlisted component", kind: DecisionEscalate, rung: RungEscalate, reason: `component "billing" is not listed`,
 			obs: observe(0.6, upgraded(), withCheckout(func(a *Assessment) { a.Cause = Cause{Kind: CauseComponent, Component: "billing", Confidence: 1} }))},
 		{name: "new strategy serves nothing", kind: DecisionNone, reason: "serves no traffic",
 			obs: observe(0.6, rolledOut(0))},
@@ -330,5 +341,39 @@ func TestTuneNeverReverses(t *testing.T) {
 	d, _ = Decide(svc, st, observe(0.45, upgraded()), now)
 	if d.Rung != RungTune || d.Change.Mutation.Constants.Base >= newConstants.Base {
 		t.Fatalf("control: want a tune lowering base, got %s %s", d.Rung, d.Reason)
+	}
+}
+
+func TestPredictedGain(t *testing.T) {
+	svc := shop(t, nil) // exit hysteresis 0.1, minImprovement 0.2
+	lat := reading{slo: policy.SLO{Name: "lat"}, objective: 0.4, worst: 0.56, breaching: true}
+	ret := reading{slo: policy.SLO{Name: "ret"}, objective: 0.05, worst: 0.06, breaching: true}
+	calm := reading{slo: policy.SLO{Name: "calm"}, objective: 0.3}
+	p := func(slo string, observed, expected float64) Prediction {
+		return Prediction{SLO: slo, Observed: observed, Expected: expected}
+	}
+	for _, tc := range []struct {
+		name     string
+		readings []reading
+		preds    []Prediction
+		want     float64
+	}{
+		// gap 0.56 − 0.36 = 0.2: 0.5 → 0.4 closes half of it.
+		{"one breaching SLO", []reading{lat, calm}, []Prediction{p("lat", 0.5, 0.4), p("calm", 0.2, 0.25)}, 0.5},
+		{"no predicted change", []reading{lat}, []Prediction{p("lat", 0.384, 0.384)}, 0},
+		// The tune leaves the retry ratio alone and helps latency.
+		{"the best of two", []reading{lat, ret}, []Prediction{p("lat", 0.5, 0.4), p("ret", 0.05, 0.05)}, 0.5},
+		// gap of ret: 0.06 − 0.045 = 0.015; 0.05 → 0.055 is −1/3.
+		{"worse on another breaching SLO", []reading{lat, ret}, []Prediction{p("lat", 0.5, 0.4), p("ret", 0.05, 0.055)}, -1.0 / 3},
+		{"missing prediction", []reading{lat, ret}, []Prediction{p("lat", 0.5, 0.4)}, math.NaN()},
+		{"nothing breaching", []reading{calm}, []Prediction{p("calm", 0.2, 0.1)}, math.NaN()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &cycle{svc: svc, readings: tc.readings}
+			got := c.predictedGain(tc.preds)
+			if math.IsNaN(tc.want) != math.IsNaN(got) || (!math.IsNaN(got) && math.Abs(got-tc.want) > 1e-9) {
+				t.Errorf("predictedGain = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

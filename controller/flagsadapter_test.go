@@ -196,7 +196,7 @@ func TestReplicasOnOneFile(t *testing.T) {
 	for _, e := range hist {
 		keys = append(keys, StepOf(e.IdempotencyKey))
 	}
-	want := []string{"inc-1/tune/1", "inc-1/shrink/1", "inc-1/flip/1"}
+	want := []string{"inc-1/tune/1", "inc-1/undo/1", "inc-1/shrink/1", "inc-1/undo/2"}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("journal keys %v, want %v", keys, want)
 	}
@@ -211,10 +211,10 @@ func TestReplicasOnOneFile(t *testing.T) {
 			t.Errorf("replica recorded %v", got)
 		}
 	}
-	// rollback --incident inc-1 puts the flags back as the upgrade left
-	// them.
-	if _, err := store.Rollback(ctx, flags.RollbackRequest{Incident: "inc-1", Meta: flags.ChangeMeta{Actor: "operator:alice", Reason: "undo inc-1"}}); err != nil {
-		t.Fatal(err)
+	// The undos put the flags back as the upgrade left them: a rollback
+	// of the incident has nothing left to do.
+	if _, err := store.Rollback(ctx, flags.RollbackRequest{Incident: "inc-1", Meta: flags.ChangeMeta{Actor: "operator:alice", Reason: "undo inc-1"}}); !errors.Is(err, flags.ErrNoChange) {
+		t.Fatalf("rollback after the undos: %v, want %v", err, flags.ErrNoChange)
 	}
 	fs, err := rs[0].w.Read(ctx)
 	if err != nil {
@@ -222,6 +222,6 @@ func TestReplicasOnOneFile(t *testing.T) {
 	}
 	orig := upgraded()
 	if fs.DefaultVariant != orig.DefaultVariant || len(fs.Rollout) != 0 || !reflect.DeepEqual(fs.Constants, orig.Constants) {
-		t.Errorf("after rollback %+v", fs)
+		t.Errorf("after the undos %+v", fs)
 	}
 }

@@ -67,24 +67,35 @@ func expectDecision(t *testing.T, d Decision, kind DecisionKind, rung Rung, reas
 	}
 }
 
-// TestLadderNoImprovement climbs every rung when nothing helps: tune,
-// shrink (each step of the rollout while it helps a little, then the next
-// rung), flip, escalate, then nothing more.
+// TestLadderNoImprovement: when nothing helps, each probing write is
+// undone once verification shows it did not help, and the ladder moves
+// on: tune, undo, shrink, undo, then escalate (less of the new strategy
+// did not help, so flipping it will not either), then nothing more. The
+// flags end as they were.
 func TestLadderNoImprovement(t *testing.T) {
 	dr := newDriver(t, func(s *policy.Service) { s.MaxActionsPerHour = 60 }, upgraded())
 	expectDecision(t, dr.step(0.51, time.Minute), DecisionAct, RungTune, "tune decorrelated")
 	for range 9 {
 		expectDecision(t, dr.step(0.51, time.Minute), DecisionNone, "", "verifying tune")
 	}
-	// 10 minutes later: no improvement → shrink.
+	// 10 minutes later: no improvement → undo the tune.
+	expectDecision(t, dr.step(0.51, time.Minute), DecisionAct, RungUndo, "undo inc-1/tune/1: verified no-improvement")
+	if got := dr.flags.Constants["decorrelated"]; got != newConstants {
+		t.Errorf("constants after the undo %+v, want %+v", got, newConstants)
+	}
+	// The undo is not verified; the cooldown holds the next rung.
+	expectDecision(t, dr.step(0.51, 4*time.Minute), DecisionNone, RungShrink, "blocked: cooldown")
 	expectDecision(t, dr.step(0.51, 10*time.Minute), DecisionAct, RungShrink, "shrink decorrelated rollout 100% → 50%")
-	// No improvement → flip (not the next shrink step).
-	expectDecision(t, dr.step(0.50, 10*time.Minute), DecisionAct, RungFlip, "flip backoff-strategy back to exponential")
+	// No improvement → undo the shrink, then escalate (not flip).
+	expectDecision(t, dr.step(0.50, 10*time.Minute), DecisionAct, RungUndo, "undo inc-1/shrink/1")
+	if p := dr.flags.Percent("decorrelated"); p != 100 {
+		t.Errorf("decorrelated at %d%% after the undo, want 100%%", p)
+	}
 	expectDecision(t, dr.step(0.50, 10*time.Minute), DecisionEscalate, RungEscalate, "automatic mitigation exhausted")
 	for range 5 {
 		expectDecision(t, dr.step(0.50, 10*time.Minute), DecisionNone, "", "holding (escalated)")
 	}
-	want := []string{"inc-1/tune/1", "inc-1/shrink/1", "inc-1/flip/1", "inc-1/escalate/1"}
+	want := []string{"inc-1/tune/1", "inc-1/undo/1", "inc-1/shrink/1", "inc-1/undo/2", "inc-1/escalate/1"}
 	if got := dr.actions(); !slices.Equal(got, want) {
 		t.Errorf("actions %v, want %v", got, want)
 	}
@@ -94,11 +105,8 @@ func TestLadderNoImprovement(t *testing.T) {
 			outcomes = append(outcomes, a.Verification.Outcome)
 		}
 	}
-	if !slices.Equal(outcomes, []Outcome{OutcomeNoImprovement, OutcomeNoImprovement, OutcomeNoImprovement}) {
+	if !slices.Equal(outcomes, []Outcome{OutcomeNoImprovement, OutcomeNoImprovement}) {
 		t.Errorf("outcomes %v", outcomes)
-	}
-	if dr.flags.DefaultVariant != "exponential" || len(dr.flags.Rollout) != 0 {
-		t.Errorf("flags %+v", dr.flags)
 	}
 	// People fix it; after the hold the incident resolves.
 	for range 5 {
@@ -107,6 +115,19 @@ func TestLadderNoImprovement(t *testing.T) {
 	if dr.st.Active != nil || len(dr.st.History) != 1 || dr.st.History[0].Phase != PhaseResolved {
 		t.Errorf("incident not resolved: %+v", dr.st.Active)
 	}
+}
+
+// TestLadderWorseShrink: at 10% a tune promises no gain (it is not
+// written); the shrink to 0% makes things worse and is undone, and the
+// incident escalates.
+func TestLadderWorseShrink(t *testing.T) {
+	dr := newDriver(t, func(s *policy.Service) { s.MaxActionsPerHour = 60 }, rolledOut(10))
+	expectDecision(t, dr.step(0.51, 10*time.Minute), DecisionAct, RungShrink, "10% → 0% (skipped tune: model predicts no useful gain")
+	expectDecision(t, dr.step(0.70, 10*time.Minute), DecisionAct, RungUndo, "undo inc-1/shrink/1: verified worse")
+	if p := dr.flags.Percent("decorrelated"); p != 10 {
+		t.Errorf("decorrelated at %d%% after the undo, want 10%%", p)
+	}
+	expectDecision(t, dr.step(0.70, 10*time.Minute), DecisionEscalate, RungEscalate, "")
 }
 
 // TestLadderImprovement repeats a rung that helps: tune, tune again, then
@@ -148,9 +169,10 @@ func TestLadderImprovement(t *testing.T) {
 func TestCooldown(t *testing.T) {
 	dr := newDriver(t, func(s *policy.Service) { s.Cooldown = model.Duration(25 * time.Minute) }, upgraded())
 	expectDecision(t, dr.step(0.51, 10*time.Minute), DecisionAct, RungTune, "")
-	expectDecision(t, dr.step(0.51, 10*time.Minute), DecisionNone, RungShrink, "blocked: cooldown until 2025-03-01T12:25:00Z")
-	expectDecision(t, dr.step(0.51, 5*time.Minute), DecisionNone, RungShrink, "blocked: cooldown")
-	expectDecision(t, dr.step(0.51, time.Minute), DecisionAct, RungShrink, "")
+	// Verified no improvement: its undo waits for the cooldown too.
+	expectDecision(t, dr.step(0.51, 10*time.Minute), DecisionNone, RungUndo, "blocked: cooldown until 2025-03-01T12:25:00Z")
+	expectDecision(t, dr.step(0.51, 5*time.Minute), DecisionNone, RungUndo, "blocked: cooldown")
+	expectDecision(t, dr.step(0.51, time.Minute), DecisionAct, RungUndo, "undo inc-1/tune/1")
 	if got := dr.log[1].At.Sub(dr.log[0].At); got < 25*time.Minute {
 		t.Errorf("second action after %v", got)
 	}
@@ -423,5 +445,38 @@ func TestVerificationPostponedOnOtherCause(t *testing.T) {
 	expectDecision(t, d, DecisionAct, RungTune, "")
 	if o := dr.st.Active.Actions[0].Verification.Outcome; o != OutcomeImproved {
 		t.Errorf("outcome %s", o)
+	}
+}
+
+// TestHandOver: a breach no known change explains is escalated once, with
+// the evidence, and never written to; when the evidence later names the
+// new strategy, the hand-over gives way to mitigation.
+func TestHandOver(t *testing.T) {
+	dr := newDriver(t, nil, upgraded())
+	unknown := withCheckout(func(a *Assessment) {
+		a.Cause = Cause{Kind: CauseUnknown, Confidence: 1, Evidence: "none of the known changes explains this: attempts to payments got slower"}
+	})
+	d := dr.step(0.51, time.Minute, unknown)
+	expectDecision(t, d, DecisionEscalate, RungEscalate, "no known change explains it")
+	if d.Escalation == nil || !strings.Contains(d.Escalation.Summary, "attempts to payments got slower") {
+		t.Fatalf("escalation %+v, want the evidence in its summary", d.Escalation)
+	}
+	for range 20 {
+		if d := dr.step(0.51, time.Minute, unknown); d.Kind != DecisionNone {
+			t.Fatalf("after the hand-over: %s %s %q", d.Kind, d.Rung, d.Reason)
+		}
+	}
+	// The attribution moves to the new strategy.
+	d = dr.step(0.51, time.Minute)
+	expectDecision(t, d, DecisionAct, RungTune, "tune decorrelated")
+	if len(dr.st.History) != 1 || !slices.ContainsFunc(dr.st.History[0].Notes, func(n Note) bool { return strings.Contains(n.Text, "superseded") }) {
+		t.Errorf("the hand-over incident was not closed as superseded: %+v", dr.st.History)
+	}
+	if d.IncidentID == dr.st.History[0].ID {
+		t.Errorf("mitigation reuses the hand-over's incident %s", d.IncidentID)
+	}
+	want := []string{"shop-unknown-1740830400/escalate/1", "inc-1/tune/1"}
+	if got := dr.actions(); !slices.Equal(got, want) {
+		t.Errorf("actions %v, want %v", got, want)
 	}
 }

@@ -23,6 +23,9 @@ const (
 	RungRestore Rung = "restore"
 	// RungRevert undoes a restore step that regressed.
 	RungRevert Rung = "revert"
+	// RungUndo takes back a mitigation that verification showed did not
+	// help: a probe of the hypothesis that the flags cause the breach.
+	RungUndo Rung = "undo"
 )
 
 // ladder lists the mitigation rungs in order.
@@ -104,7 +107,9 @@ type SLOReading struct {
 type Prediction struct {
 	SLO    string        `json:"slo"`
 	Signal policy.Signal `json:"signal"`
-	// Observed is the SLI when the decision was made.
+	// Observed is the SLI when the decision was made; for a breaching
+	// SLO the higher of the SLI and its forecast, the level the action
+	// is sized for.
 	Observed float64 `json:"observed"`
 	// ModelBefore and ModelAfter are the modelled retry contributions
 	// (latency: the retry part of the quantile, in seconds; retry_ratio:
@@ -230,7 +235,7 @@ type Incident struct {
 func (inc *Incident) pending() *Action {
 	if n := len(inc.Actions); n > 0 {
 		a := &inc.Actions[n-1]
-		if a.Verification == nil && a.Rung != RungEscalate && a.Rung != RungRevert {
+		if a.Verification == nil && a.Rung != RungEscalate && a.Rung != RungRevert && a.Rung != RungUndo {
 			return a
 		}
 	}

@@ -99,6 +99,10 @@ func (mc *modelContext) predict(c *cycle, after *retryModel) []Prediction {
 		p := Prediction{SLO: r.slo.Name, Signal: r.slo.Signal, Observed: r.a.Value, Objective: r.objective, Target: r.objective}
 		if r.breaching {
 			p.Target = r.objective * (1 - c.svc.Hysteresis.Exit)
+			// A breaching SLO's SLI lags a fresh regression (its window
+			// still holds minutes from before): the action is sized for
+			// the level it is heading to, the forecast when higher.
+			p.Observed = r.worst
 		}
 		if r.slo.DependsOnUpstream() {
 			switch r.slo.Signal {
@@ -223,6 +227,7 @@ type candidate struct {
 	k        Constants // effective values of the tuned dims on top of raw
 	pred     []Prediction
 	score    float64 // max over breaching SLOs of the remaining gap fraction
+	gain     float64 // predicted progress, as verification will measure it
 	cost     float64
 	feasible bool // hard constraints hold
 	exhaust  float64
@@ -347,6 +352,7 @@ func (c *cycle) tuneStep(inc *Incident) (*step, string) {
 				cand.feasible = false // would push another SLO into breach
 			}
 		}
+		cand.gain = c.predictedGain(cand.pred)
 		return cand
 	}
 
@@ -372,10 +378,19 @@ func (c *cycle) tuneStep(inc *Incident) (*step, string) {
 	if len(cands) == 0 {
 		return nil, fmt.Sprintf("constants of %s at their bounds", newV)
 	}
-	var feasible, goal []candidate
+	// A candidate is worth writing only when the model predicts the
+	// progress verification will ask of it: a tune that closes less than
+	// verification.minImprovement of the gap spends a write, a cooldown
+	// and an evaluation window on nothing.
+	minImp := svc.Verification.MinImprovement
+	var feasible, useful, goal []candidate
 	for _, cd := range cands {
-		if cd.feasible {
-			feasible = append(feasible, cd)
+		if !cd.feasible {
+			continue
+		}
+		feasible = append(feasible, cd)
+		if cd.gain >= minImp {
+			useful = append(useful, cd)
 			if cd.score <= 0 {
 				goal = append(goal, cd)
 			}
@@ -384,19 +399,20 @@ func (c *cycle) tuneStep(inc *Incident) (*step, string) {
 	if len(feasible) == 0 {
 		return nil, fmt.Sprintf("no candidate among %d within bounds keeps the other SLOs and the resilience constraints", len(cands))
 	}
+	if len(useful) == 0 {
+		top := slices.MaxFunc(feasible, func(a, b candidate) int { return cmp.Compare(a.gain, b.gain) })
+		return nil, fmt.Sprintf("model predicts no useful gain within one step (best closes %.0f%% of the gap, need %.0f%%): %s",
+			max(0, 100*top.gain), 100*minImp, describeRetryContribution(mc, breaching))
+	}
 	var best candidate
 	if len(goal) > 0 {
 		best = slices.MinFunc(goal, func(a, b candidate) int {
 			return cmp.Or(cmp.Compare(a.cost, b.cost), cmp.Compare(a.score, b.score))
 		})
 	} else {
-		best = slices.MinFunc(feasible, func(a, b candidate) int {
+		best = slices.MinFunc(useful, func(a, b candidate) int {
 			return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(a.cost, b.cost))
 		})
-		if need := 1 - svc.Verification.MinImprovement; best.score > need {
-			return nil, fmt.Sprintf("model predicts no useful gain within one step (best closes %.0f%% of the gap, need %.0f%%): %s",
-				max(0, 100*(1-best.score)), 100*svc.Verification.MinImprovement, describeRetryContribution(mc, breaching))
-		}
 	}
 
 	chosen := raw

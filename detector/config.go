@@ -53,6 +53,7 @@ const (
 	DefaultErrorSelector      = `code=~"5.."`
 	DefaultQuantile           = 0.99
 	DefaultMinEffect          = 1.5
+	DefaultObjectiveWindow    = model.Duration(10 * time.Minute)
 	DefaultConfidence         = 0.95
 	DefaultFalseAlarmsPerHour = 0.01
 	DefaultMaxGapRatio        = 0.25
@@ -175,6 +176,18 @@ type SignalConfig struct {
 	Attempts bool `yaml:"attempts"`
 	// MinEffect overrides Detection.MinEffect for this signal.
 	MinEffect float64 `yaml:"min_effect"`
+	// Objective is the rate of bad events the service's SLO allows on
+	// this signal: the share of requests slower than Boundary (0.01 for a
+	// p99 objective at that threshold), retries per call (retry ratio),
+	// the error ratio. A slice whose rate since the onset stays within it
+	// is not a regression, however significant its shift: users do not
+	// feel it, and acting on it only spends the error budget of the next
+	// real incident. Zero: no floor (every significant shift counts).
+	Objective float64 `yaml:"objective"`
+	// ObjectiveWindow is the trailing window whose rate is compared with
+	// Objective (grown until it holds the minimum trials): about the SLO's
+	// window. Default 10m.
+	ObjectiveWindow model.Duration `yaml:"objective_window"`
 	// Queries overrides the query templates.
 	Queries QueryTemplates `yaml:"queries"`
 }
@@ -377,6 +390,9 @@ func (c *Config) Validate() error {
 		if k == "" {
 			return errors.New("field changes.flags has an empty flag key")
 		}
+		if fs.KeyLabel != "" && !model.LegacyValidation.IsValidLabelName(fs.KeyLabel) {
+			return fmt.Errorf("field changes.flags[%s].key_label %q is not a label name", k, fs.KeyLabel)
+		}
 		if fs.Label != "" && !model.LegacyValidation.IsValidLabelName(fs.Label) {
 			return fmt.Errorf("field changes.flags[%s].label %q is not a label name", k, fs.Label)
 		}
@@ -461,6 +477,21 @@ func (s *SignalConfig) validate(c *Config) error {
 	}
 	if s.MinEffect != 0 && !(s.MinEffect > 1) {
 		return fmt.Errorf("field min_effect (%v) must be above 1", s.MinEffect)
+	}
+	if s.ObjectiveWindow == 0 {
+		s.ObjectiveWindow = DefaultObjectiveWindow
+	}
+	switch {
+	case s.ObjectiveWindow < 0:
+		return fmt.Errorf("field objective_window (%s) must be positive", s.ObjectiveWindow)
+	case !(s.Objective >= 0 && s.Objective < 1e6):
+		return fmt.Errorf("field objective (%v) must be a rate of at least 0", s.Objective)
+	case s.Kind != KindRetryRatio && s.Objective >= 1:
+		return fmt.Errorf("field objective (%v) must be a share below 1 for kind %q", s.Objective, s.Kind)
+	case s.Kind == KindLatency && s.Objective > 0 && s.Boundary == 0:
+		return fmt.Errorf("field objective needs a fixed boundary (the SLO threshold) for kind %q", KindLatency)
+	case s.Attempts && s.Objective > 0:
+		return fmt.Errorf("field objective does not apply to attempts signals (they are evidence, not an SLO)")
 	}
 	for _, m := range []string{s.Metric, s.RetriesMetric} {
 		if m != "" && !model.LegacyValidation.IsValidMetricName(m) {

@@ -204,6 +204,13 @@ func evaluate(f *Finding, s *stream, sd *signalData, g grid, p detectParams) {
 	if res.Alarm {
 		from = g.baseSteps + res.OnsetIndex
 		alarmAt := g.end(g.baseSteps + res.AlarmIndex)
+		if c, ok := laterShift(s, g, from, p, sig, minEffect, phi); ok {
+			// The CUSUM found the first shift; a second, larger one
+			// started later: that is the regime in force.
+			f.Notes = append(f.Notes, fmt.Sprintf("a first shift from %s; a second, larger one from %s", fmtTime(g.begin(from)), fmtTime(g.begin(c))))
+			from = c
+			alarmAt = g.end(max(c, g.baseSteps+res.AlarmIndex))
+		}
 		onset := g.begin(from)
 		f.Detection.AlarmAt, f.Detection.Onset = &alarmAt, &onset
 		f.onset = onset
@@ -236,7 +243,14 @@ func evaluate(f *Finding, s *stream, sd *signalData, g grid, p detectParams) {
 	effect = effect.Widen(math.Sqrt(phi))
 	f.Effect = &effect
 
+	rx, rn, rfrom := recent(s, g, from, sig, p.minRequests)
+	within := withinObjective(sig, rx, rn)
 	switch {
+	case res.Alarm && effect.Estimate >= minEffect && effect.Lower > 1 && within:
+		f.Verdict = Healthy
+		f.Reason = fmt.Sprintf("%s rose %.2f× (%.0f%% CI %.2f–%.2f) from %s but is within the objective: %s ≤ %s since %s",
+			rateNoun(sig), effect.Estimate, 100*effect.Confidence, effect.Lower, effect.Upper,
+			fmtTime(*f.Detection.Onset), fmtRate(rx/rn), fmtRate(sig.cfg.Objective), fmtTime(g.begin(rfrom)))
 	case res.Alarm && effect.Estimate >= minEffect && effect.Lower > 1:
 		f.Verdict = Regressed
 		f.Reason = fmt.Sprintf("%s rose %.2f× (%.0f%% CI %.2f–%.2f) from %s; CUSUM %.1f ≥ %.1f at %s",
@@ -255,6 +269,116 @@ func evaluate(f *Finding, s *stream, sd *signalData, g grid, p detectParams) {
 			rateNoun(sig), effect.Estimate, 100*effect.Confidence, effect.Lower, effect.Upper, res.Max, p.h)
 	}
 }
+
+// laterShift looks for a second, larger shift after the CUSUM's onset
+// from: the split point of the monitored data since from that maximises
+// the two-segment likelihood, accepted when the later segment's rate is
+// at least minEffect times the earlier one's with confidence (widened by
+// φ) and the split's log-likelihood ratio (divided by φ) passes the
+// detection threshold h itself, so scanning every step costs no more
+// false alarms than the CUSUM does. It returns the first step of the
+// later segment. Without it, a small healthy shift (within its objective)
+// followed an hour later by a brown-out or a second, harmful change is
+// judged on their average, from the first.
+func laterShift(s *stream, g grid, from int, p detectParams, sig *compiledSignal, minEffect, phi float64) (int, bool) {
+	end := g.steps()
+	cx := make([]float64, end-from+1)
+	cn := make([]float64, end-from+1)
+	for i := from; i < end; i++ {
+		cx[i-from+1], cn[i-from+1] = cx[i-from], cn[i-from]
+		if !math.IsNaN(s.n[i]) {
+			cx[i-from+1] += s.x[i]
+			cn[i-from+1] += s.n[i]
+		}
+	}
+	xt, nt := cx[len(cx)-1], cn[len(cn)-1]
+	if nt <= 0 {
+		return 0, false
+	}
+	ll := func(x, n float64) float64 {
+		if n <= 0 {
+			return 0
+		}
+		r := x / n
+		if sig.poisson {
+			if x == 0 {
+				return -n * r
+			}
+			return x*math.Log(r) - n*r
+		}
+		out := 0.0
+		if x > 0 {
+			out += x * math.Log(r)
+		}
+		if n-x > 0 {
+			out += (n - x) * math.Log(1-r)
+		}
+		return out
+	}
+	whole := ll(xt, nt)
+	best, bestLLR := 0, 0.0
+	for c := from + 1; c < end; c++ {
+		x0, n0 := cx[c-from], cn[c-from]
+		x1, n1 := xt-x0, nt-n0
+		if n0 < p.minRequests || n1 < p.minRequests || x1*n0 <= x0*n1 {
+			continue // too little data on a side, or not an increase
+		}
+		if llr := (ll(x0, n0) + ll(x1, n1) - whole) / phi; llr > bestLLR {
+			best, bestLLR = c, llr
+		}
+	}
+	if best == 0 || bestLLR < p.h {
+		return 0, false
+	}
+	x0, n0 := cx[best-from], cn[best-from]
+	var r stats.Ratio
+	var err error
+	if sig.poisson {
+		r, err = stats.RateRatio(xt-x0, nt-n0, x0, n0, p.confidence)
+	} else {
+		r, err = stats.RiskRatio(xt-x0, nt-n0, x0, n0, p.confidence)
+	}
+	if err != nil {
+		return 0, false
+	}
+	r = r.Widen(math.Sqrt(phi))
+	return best, r.Estimate >= minEffect && r.Lower > 1
+}
+
+// recent sums the counts of the signal's objective window, the trailing
+// steps of the current window (from the onset at from): the objective
+// is about now, not the average since the onset, which a mitigation or a
+// slow build-up leaves behind. The window grows back towards the onset
+// until it holds minRequests trials. It returns the counts and the first
+// step summed.
+func recent(s *stream, g grid, from int, sig *compiledSignal, minRequests float64) (x, n float64, first int) {
+	w := max(1, int(time.Duration(sig.cfg.ObjectiveWindow)/g.step))
+	first = g.steps()
+	for i := g.steps() - 1; i >= from; i-- {
+		if g.steps()-i > w && n >= minRequests {
+			break
+		}
+		first = i
+		if !math.IsNaN(s.n[i]) {
+			n += s.n[i]
+			x += s.x[i]
+		}
+	}
+	return x, n, first
+}
+
+// withinObjective reports whether a slice's recent rate, x events in n
+// trials, is within the signal's objective. The point
+// estimate decides: the CUSUM and the effect interval have already made
+// the shift significant, and with the trials a confirmed shift carries,
+// an estimate above the objective is above it. Without an objective no
+// rate is within.
+func withinObjective(sig *compiledSignal, x, n float64) bool {
+	return sig.cfg.Objective > 0 && n > 0 && x/n <= sig.cfg.Objective
+}
+
+// fmtRate formats a rate of bad events: a percentage.
+func fmtRate(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
 
 // signalDispersion pools Pearson's χ² over the baselines of every slice
 // with enough traffic: counting artefacts such as increase()'s

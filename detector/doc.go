@@ -67,9 +67,20 @@
 // over baseline rate, Katz log interval for proportions, log-Wald for
 // Poisson rates, widened by √φ) is at least R and its lower bound exceeds
 // 1. The current window starts at the onset, the first step of the
-// CUSUM's final excursion above zero. Without an alarm a slice is Healthy
-// when its point estimate is below R, and Inconclusive ("not confirmed")
-// otherwise.
+// CUSUM's final excursion above zero, or at a second, larger shift after
+// it: the split of the data since the onset that maximises the
+// two-segment likelihood, kept when its log-likelihood ratio (over φ)
+// passes h as well and the later rate is at least R times the earlier one
+// with confidence. A small healthy shift followed by a brown-out or a
+// second, harmful change is then judged from the second shift, not on the
+// average since the first. Without an alarm a slice is Healthy when its
+// point estimate is below R, and Inconclusive ("not confirmed") otherwise.
+//
+// A signal may carry its SLO's objective (SignalConfig.Objective: the
+// share of requests above the boundary a p99 objective allows, 1%; the
+// retry or error ratio allowed). A significant shift whose rate since the
+// onset stays within it is Healthy ("within the objective"): real, but not
+// felt by users and not worth an action.
 //
 // # Attribution
 //
@@ -98,9 +109,19 @@
 //     blame the caller whose retries rose, not the callee where latency
 //     shows.
 //
-// The best cause is attributed when it scores at least MinScore and leads
-// the next by at least Margin; otherwise the finding's attribution is
-// ambiguous (the indistinguishable changes are listed) or none. Every
+// A fifth factor multiplies the score of a flag change when the
+// upstream's own attempt latency regressed (an attempts signal): a
+// backoff flag cannot slow the callee's attempts except by loading it
+// with retries, so 0.6 when retries rose too, else 0.2.
+//
+// Against the changes stands the hypothesis that none of the known
+// changes caused the shift: 1 − the best timing score, or 1 when the
+// upstream's attempts got slower and no version change or declared upgrade
+// near the onset (timing ≥ 0.5) could have slowed them. The best cause is
+// attributed when it scores at least MinScore, beats "none" by Margin and
+// leads the next by at least Margin; otherwise the finding's attribution
+// is unexplained (none of the known changes), ambiguous (the
+// indistinguishable changes are listed) or none (no change at all). Every
 // cause carries its evidence as sentences with the numbers, and every
 // finding its queries with their evaluation times, windows and counts.
 //

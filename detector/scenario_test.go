@@ -400,3 +400,96 @@ func TestAnalyzeByChange(t *testing.T) {
 		t.Error("window shorter than a step accepted")
 	}
 }
+
+// TestScenarioObjectiveFloor: the new strategy makes a few more checkouts
+// slow and retries more. Against objectives the shift stays within, it is
+// healthy, however significant; against tighter ones the same data
+// regresses.
+func TestScenarioObjectiveFloor(t *testing.T) {
+	config := func(latency, retries float64) string {
+		c := strings.Replace(shopConfig, "    by: [endpoint, strategy]\n",
+			fmt.Sprintf("    by: [endpoint, strategy]\n    boundary: 0.5\n    objective: %v\n", latency), 1)
+		return strings.Replace(c, "    by: [upstream, strategy]\n",
+			fmt.Sprintf("    by: [upstream, strategy]\n    objective: %v\n", retries), 1)
+	}
+	sc := func(slow, retries float64, cfg string) scenario {
+		s := backoffRegression()
+		s.slices[1].slow = constant(slow)
+		s.slices[1].retries = constant(retries)
+		s.config = cfg
+		return s
+	}
+	dec := map[string]string{"endpoint": "/checkout", "strategy": "decorrelated"}
+	decRetries := map[string]string{"upstream": "payments", "strategy": "decorrelated"}
+	for seed := uint64(1); seed <= 3; seed++ {
+		// ~0.3% slow (from ~0%) and 3% retries (from 1%): within 1% and 5%.
+		rep := sc(0.004, 0.03, config(0.01, 0.05)).run(t, seed)
+		for _, f := range []*Finding{
+			expectVerdict(t, rep, "checkout_latency", dec, Healthy),
+			expectVerdict(t, rep, "payments_retries", decRetries, Healthy),
+		} {
+			if !strings.Contains(f.Reason, "within the objective") {
+				t.Errorf("seed %d: %s: reason %q, want the shift reported within the objective", seed, f.Signal, f.Reason)
+			}
+		}
+		if rep.Summary.Regressed != 0 || len(rep.Incidents) != 0 {
+			t.Errorf("seed %d: %d regressions within the objectives", seed, rep.Summary.Regressed)
+		}
+		// The same shifts against objectives they exceed.
+		rep = sc(0.004, 0.03, config(0.001, 0.015)).run(t, seed)
+		expectVerdict(t, rep, "checkout_latency", dec, Regressed)
+		expectVerdict(t, rep, "payments_retries", decRetries, Regressed)
+		// Far above the objective: regressed, as without one.
+		rep = sc(0.04, 0.03, config(0.01, 0.05)).run(t, seed)
+		expectVerdict(t, rep, "checkout_latency", dec, Regressed)
+	}
+}
+
+// TestScenarioSecondShift: a first change shifts /checkout a little
+// (within its objective), 25 minutes later something pushes it far over:
+// a second change, or nothing known (a brown-out). The regime in force
+// starts at the second shift, not at the first change. A single shift,
+// small or large, is not split.
+func TestScenarioSecondShift(t *testing.T) {
+	second := tChange.Add(25 * time.Minute)
+	cfg := strings.Replace(shopConfig, "    by: [endpoint, strategy]\n", "    by: [endpoint, strategy]\n    boundary: 0.5\n    objective: 0.01\n", 1)
+	slow := func(first, later float64) func(time.Time) float64 {
+		return func(t time.Time) float64 {
+			switch {
+			case !t.Before(second):
+				return later
+			case !t.Before(tChange):
+				return first
+			}
+			return 0
+		}
+	}
+	exp := map[string]string{"endpoint": "/checkout", "strategy": "exponential"}
+	run := func(seed uint64, first, later float64, versions ...versionSim) *Report {
+		co := checkout("exponential", constant(600))
+		co.slow = slow(first, later)
+		sc := scenario{slices: []sliceSim{co, search(1200)}, config: cfg, manifest: manifest, versions: append([]versionSim{dtenUpgrade}, versions...)}
+		return sc.run(t, seed)
+	}
+	near := func(on *time.Time, at time.Time) bool {
+		return on != nil && !on.Before(at.Add(-time.Minute)) && !on.After(at.Add(time.Minute))
+	}
+	for seed := uint64(1); seed <= 3; seed++ {
+		f := expectVerdict(t, run(seed, 0.004, 0.04, versionSim{metric: "search_index_build_info", from: "4.1", to: "4.2", at: second}), "checkout_latency", exp, Regressed)
+		if !near(f.Detection.Onset, second) {
+			t.Errorf("seed %d: second change: onset %v, want %v", seed, f.Detection.Onset, second)
+		}
+		f = expectVerdict(t, run(seed, 0.004, 0.04), "checkout_latency", exp, Regressed)
+		if !near(f.Detection.Onset, second) {
+			t.Errorf("seed %d: unknown second shift: onset %v, want %v", seed, f.Detection.Onset, second)
+		}
+		if f.Attribution.Status != AttributionUnexplained {
+			t.Errorf("seed %d: unknown second shift attributed %+v, want none of the known changes; causes:\n%s", seed, f.Attribution, causesText(f))
+		}
+		expectVerdict(t, run(seed, 0.004, 0.004), "checkout_latency", exp, Healthy)
+		f = expectVerdict(t, run(seed, 0.04, 0.04), "checkout_latency", exp, Regressed)
+		if !near(f.Detection.Onset, tChange) {
+			t.Errorf("seed %d: one large shift: onset %v, want %v", seed, f.Detection.Onset, tChange)
+		}
+	}
+}

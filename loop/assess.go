@@ -41,13 +41,16 @@ type Reading struct {
 type signalScope struct {
 	kind  detector.SignalKind
 	equal map[string]string
+	// evidence marks a signal that speaks about a cause, not about an
+	// SLO (the upstream's attempt latency).
+	evidence bool
 }
 
 // scopes parses the selectors of the detector's signals.
 func scopes(cfg detector.Config) (map[string]signalScope, error) {
 	out := make(map[string]signalScope, len(cfg.Signals))
 	for _, s := range cfg.Signals {
-		sc := signalScope{kind: s.Kind, equal: map[string]string{}}
+		sc := signalScope{kind: s.Kind, equal: map[string]string{}, evidence: s.Attempts}
 		if sel := strings.TrimSpace(s.Selector); sel != "" {
 			ms, err := parser.NewParser(parser.Options{}).ParseMetricSelector(sel)
 			if err != nil {
@@ -65,10 +68,10 @@ func scopes(cfg detector.Config) (map[string]signalScope, error) {
 }
 
 // covers reports whether a finding of a signal with scope sc and slice
-// labels speaks about slo: same kind, and no label of the SLO's selector
+// labels speaks about slo: not an evidence-only signal, same kind, and no label of the SLO's selector
 // contradicted by the signal's selector or the slice.
 func covers(slo policy.SLO, sc signalScope, slice map[string]string) bool {
-	if string(sc.kind) != string(slo.Signal) {
+	if sc.evidence || string(sc.kind) != string(slo.Signal) {
 		return false
 	}
 	for k, v := range slo.Selector {

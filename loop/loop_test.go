@@ -72,6 +72,10 @@ signals:
   - name: payments_retries
     kind: retry_ratio
     selector: '{job="shop",upstream="payments"}'
+  - name: payments_attempts
+    kind: latency
+    attempts: true
+    selector: '{job="shop",upstream="payments"}'
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +242,8 @@ func TestCovers(t *testing.T) {
 		{"search_latency", nil, false},
 		{"payments_retries", nil, false},
 		{"checkout_latency", map[string]string{"endpoint": "/search"}, false},
+		// The upstream's attempt latency is evidence about causes.
+		{"payments_attempts", nil, false},
 	} {
 		if got := covers(checkout, sc[tc.signal], tc.slice); got != tc.want {
 			t.Errorf("covers(checkout-latency, %s, %v) = %v, want %v", tc.signal, tc.slice, got, tc.want)

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -555,6 +556,7 @@ func (d *Daemon) incidentView(ctx context.Context, rt *runtime, e controller.Exp
 		for _, di := range res.Report.Incidents {
 			if di.ID == inc.ID || (inc.Cause.IncidentID != "" && di.ID == inc.Cause.IncidentID) {
 				iv.Effect = fmt.Sprintf("largest effect ×%.2f", di.MaxEffect)
+				iv.Hypotheses = hypotheses(res.Report, di)
 			}
 		}
 	}
@@ -581,6 +583,42 @@ func (d *Daemon) incidentView(ctx context.Context, rt *runtime, e controller.Exp
 	}
 	iv.Chart = d.chart(ctx, rt, inc.Service, inc.OpenedAt, now, markers)
 	return iv
+}
+
+// hypotheses lists the competing explanations of the detector incident's
+// strongest finding, best first: every scored change and "none of the
+// known changes".
+func hypotheses(rep *detector.Report, di detector.Incident) []status.Hypothesis {
+	var best *detector.Finding
+	for i := range rep.Findings {
+		f := &rep.Findings[i]
+		if !slices.Contains(di.Findings, f.ID) || f.Effect == nil {
+			continue
+		}
+		if best == nil || f.Effect.Estimate > best.Effect.Estimate {
+			best = f
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	type scored struct {
+		h     status.Hypothesis
+		score float64
+	}
+	var hs []scored
+	for _, c := range best.Causes {
+		hs = append(hs, scored{status.Hypothesis{Name: c.Change.String(), Score: fmt.Sprintf("%.2f", c.Score), Evidence: strings.Join(c.Evidence, "; ")}, c.Score})
+	}
+	if u := best.Unexplained; u != nil {
+		hs = append(hs, scored{status.Hypothesis{Name: "none of the known changes", Score: fmt.Sprintf("%.2f", u.Score), Evidence: strings.Join(u.Evidence, "; ")}, u.Score})
+	}
+	slices.SortStableFunc(hs, func(a, b scored) int { return cmp.Compare(b.score, a.score) })
+	out := make([]status.Hypothesis, len(hs))
+	for i, h := range hs {
+		out[i] = h.h
+	}
+	return out
 }
 
 func formatFloat(f float64) string {

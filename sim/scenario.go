@@ -277,8 +277,10 @@ type Truth struct {
 	Regression bool `yaml:"regression"`
 	// Onset is when the regression starts, as an offset from the start.
 	Onset model.Duration `yaml:"onset"`
-	// Causes are the acceptable attributions, "flag:<key>" or
-	// "component:<name>".
+	// Causes are the acceptable attributions, "flag:<key>",
+	// "component:<name>", "upstream:<name>" or "none" (none of the known
+	// changes). An ambiguous attribution counts when every change it
+	// names is acceptable: changes shipped together, all to blame.
 	Causes []string `yaml:"causes"`
 	// SLO is the objective measured for SLO-violation minutes.
 	SLO SLOSpec `yaml:"slo"`

@@ -401,9 +401,36 @@ func tailguardAttribution(sc *Scenario, ds []Detection, delay *time.Duration) st
 		if d.At.Before(from) || d.Finding.Cause == "" {
 			continue
 		}
+		if d.Finding.Cause == "ambiguous" {
+			return yn(ambiguityAcceptable(sc, d.Finding.CauseDetail))
+		}
 		return yn(slices.Contains(sc.Truth.Causes, d.Finding.Cause))
 	}
 	return "n"
+}
+
+// ambiguityAcceptable reports whether every change an ambiguous
+// attribution names (change IDs such as flag/backoff-strategy@…,
+// version/dten-gateway@…, separated by ", ") is an acceptable cause:
+// changes shipped together that no evidence can tell apart, all of them
+// to blame.
+func ambiguityAcceptable(sc *Scenario, candidates string) bool {
+	ids := strings.Split(candidates, ", ")
+	for _, id := range ids {
+		kind, rest, ok := strings.Cut(id, "/")
+		name, _, _ := strings.Cut(rest, "@")
+		if !ok || name == "" {
+			return false
+		}
+		cause := "component:" + name
+		if kind == "flag" {
+			cause = "flag:" + name
+		}
+		if !slices.Contains(sc.Truth.Causes, cause) {
+			return false
+		}
+	}
+	return len(ids) > 0
 }
 
 func fmtDuration(d time.Duration) string {

@@ -91,3 +91,21 @@ func TestScoreClass(t *testing.T) {
 		t.Errorf("failures %q, want the false alarm and the no-action write", row.Failures)
 	}
 }
+
+func TestAmbiguityAcceptable(t *testing.T) {
+	sc := &Scenario{Truth: Truth{Causes: []string{"flag:backoff-strategy", "flag:backoff-constants", "component:dten-gateway"}}}
+	for _, tc := range []struct {
+		candidates string
+		want       bool
+	}{
+		{"flag/backoff-constants@2026-03-02T09:10:41Z, flag/backoff-strategy@2026-03-02T09:10:41Z, version/dten-gateway@2026-03-02T09:11:41Z", true},
+		{"flag/backoff-strategy@2026-03-02T09:10:41Z, version/pay-sdk@2026-03-02T09:11:41Z", false},
+		{"declared/dten-gateway@2026-03-02T09:10:00Z", true},
+		{"", false},
+		{"nonsense", false},
+	} {
+		if got := ambiguityAcceptable(sc, tc.candidates); got != tc.want {
+			t.Errorf("ambiguityAcceptable(%q) = %v, want %v", tc.candidates, got, tc.want)
+		}
+	}
+}

@@ -93,8 +93,19 @@ type Incident struct {
 	Confidence string
 	Effect     string
 	Evidence   []string
+	// Hypotheses are the competing explanations of the incident's
+	// strongest finding, best first: each known change and "none of the
+	// known changes", with their scores.
+	Hypotheses []Hypothesis
 	Actions    []Action
 	Chart      *Chart
+}
+
+// Hypothesis is one explanation of a finding with its score and evidence.
+type Hypothesis struct {
+	Name     string
+	Score    string
+	Evidence string
 }
 
 // Action is one step the controller took or proposed.

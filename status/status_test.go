@@ -45,7 +45,11 @@ func exampleView() View {
 			ID: "inc-3f2a", Service: "shop", Opened: t0.Add(33 * time.Minute), State: "mitigated",
 			Cause: `flag backoff-strategy → decorrelated <script>alert(1)</script>`, Confidence: "0.92", Effect: "p99 ×2.4 [2.1, 2.7]",
 			Evidence: []string{"onset 10:31, 1m after the change", "shift only in strategy=\"decorrelated\", upstream=\"payments\""},
-			Actions:  []Action{{Time: t0.Add(36 * time.Minute), Rung: "tune", Summary: "cap 2s → 800ms", Expected: "p99 ≈ 350ms", Observed: "p99 320ms", Result: "improved"}},
+			Hypotheses: []Hypothesis{
+				{Name: "flag backoff-strategy → decorrelated", Score: "0.92", Evidence: "timing 1.00; localisation 1.00"},
+				{Name: "none of the known changes", Score: "0.00", Evidence: "timing 0.00: the change is at the onset"},
+			},
+			Actions: []Action{{Time: t0.Add(36 * time.Minute), Rung: "tune", Summary: "cap 2s → 800ms", Expected: "p99 ≈ 350ms", Observed: "p99 320ms", Result: "improved"}},
 			Chart: &Chart{Title: "checkout p99", Unit: "seconds", Series: []Series{{Name: "p99", Points: p99}},
 				Threshold: 0.4, HasThreshold: true,
 				Markers: []Marker{{T: t0.Add(30 * time.Minute), Label: "upgrade", Kind: "change"}, {T: t0.Add(36 * time.Minute), Label: "tune", Kind: "action"}}},

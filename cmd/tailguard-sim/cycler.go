@@ -57,9 +57,15 @@ func newLoopCycler(env sim.Env) (sim.Cycler, error) {
 	if err != nil {
 		return nil, err
 	}
+	sli := loop.SLIConfig{Job: env.Scenario.Service.Job}
+	if env.Scenario.Service.NativeOnly {
+		// The service exposes no classic buckets: SLIs from the native
+		// histogram, as sli.histogram: native configures the sidecar.
+		sli.Histogram = "native"
+	}
 	l, err := loop.New(loop.Config{
 		Service: svc, DetectorConfig: det.Config(), Detector: det, Changes: own, Querier: env.Querier,
-		Flags: writer, Controller: ctrl, SLI: loop.SLIConfig{Job: env.Scenario.Service.Job}, Metrics: m, Logger: env.Logger,
+		Flags: writer, Controller: ctrl, SLI: sli, Metrics: m, Logger: env.Logger,
 	})
 	if err != nil {
 		return nil, err

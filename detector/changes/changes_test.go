@@ -3,6 +3,7 @@ package changes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -346,5 +347,39 @@ func TestDeclared(t *testing.T) {
 	evs, err := d.Changes(context.Background(), t0, t0)
 	if err != nil || len(evs) != 2 || evs[0].Component != "b" || evs[1].Sources[0] != "api:ci" {
 		t.Errorf("Changes = %v, %v; want the newest two", evs, err)
+	}
+}
+
+// TestJournalKeyLabel: a constants flag keyed by strategy scopes a change
+// of one entry to that strategy's slices; a change of several entries, or
+// of a flat object, keeps the fixed scope only.
+func TestJournalKeyLabel(t *testing.T) {
+	entry := func(seq int, before, after string) string {
+		return fmt.Sprintf(`{"seq":%d,"time":"2025-03-01T10:0%d:00Z","actor":"operator:alice","action":"update","flags":["backoff-constants"],"changes":[{"kind":"flag","key":"backoff-constants","before":{"state":"ENABLED","variants":{"default":%s},"defaultVariant":"default"},"after":{"state":"ENABLED","variants":{"default":%s},"defaultVariant":"default"}}]}`+"\n", seq, seq, before, after)
+	}
+	lines := entry(1, `{"exponential":{"base":"50ms"},"decorrelated":{"base":"20ms"}}`, `{"exponential":{"base":"50ms"},"decorrelated":{"base":"100ms","cap":"2s"}}`) +
+		entry(2, `{"exponential":{"base":"50ms"}}`, `{"exponential":{"base":"60ms"},"decorrelated":{"base":"20ms"}}`) +
+		entry(3, `{"base":"50ms"}`, `{"base":"60ms"}`) +
+		entry(4, `{"exponential":{"base":"50ms"}}`, `{"exponential":{"base":"50ms"},"decorrelated":{"base":"20ms"}}`)
+	path := filepath.Join(t.TempDir(), "flags.json.journal.jsonl")
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewJournalSource(path, map[string]FlagScope{"backoff-constants": {Scope: map[string]string{"upstream": "payments"}, KeyLabel: "strategy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := src.Changes(context.Background(), t0, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{strategy="decorrelated",upstream="payments"}`, `{upstream="payments"}`, `{upstream="payments"}`, `{strategy="decorrelated",upstream="payments"}`}
+	if len(evs) != len(want) {
+		t.Fatalf("events %v, want %d", evs, len(want))
+	}
+	for i, w := range want {
+		if got := FormatLabels(evs[i].Scope); got != w {
+			t.Errorf("entry %d: scope %s, want %s", i+1, got, w)
+		}
 	}
 }

@@ -97,6 +97,11 @@ type FlagScope struct {
 	Label string `yaml:"label"`
 	// Scope holds fixed scope labels, e.g. {upstream: payments}.
 	Scope map[string]string `yaml:"scope"`
+	// KeyLabel is the slice label whose values key the flag's object
+	// value, e.g. "strategy" for backoff-constants, which holds one entry
+	// per strategy: a change to the "decorrelated" entry alone gets scope
+	// {strategy="decorrelated"}.
+	KeyLabel string `yaml:"key_label"`
 }
 
 // JournalSource reports flag changes from a flag journal file.
@@ -205,8 +210,73 @@ func (j *JournalSource) events(e JournalEntry) []Event {
 					ev.Scope[fs.Label] = v
 				}
 			}
+			if fs.KeyLabel != "" {
+				if k, ok := changedEntry(before, after); ok {
+					if ev.Scope == nil {
+						ev.Scope = map[string]string{}
+					}
+					ev.Scope[fs.KeyLabel] = k
+				}
+			}
 		}
 		out = append(out, ev)
+	}
+	return out
+}
+
+// changedEntry returns the one entry of the served object value (the
+// default variant's) that differs between before and after, when exactly
+// one does and it is itself an object: the per-strategy entry of a
+// constants flag, not a field of a flat one.
+func changedEntry(before, after flagState) (string, bool) {
+	entries := func(f flagState) map[string]json.RawMessage {
+		if f.DefaultVariant == nil {
+			return nil
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(f.Variants[*f.DefaultVariant], &m) != nil {
+			return nil
+		}
+		return m
+	}
+	b, a := entries(before), entries(after)
+	if a == nil {
+		return "", false
+	}
+	compact := func(raw json.RawMessage) string {
+		var buf bytes.Buffer
+		if json.Compact(&buf, raw) != nil {
+			return string(raw)
+		}
+		return buf.String()
+	}
+	var changed []string
+	for k := range mapsKeysUnion(a, b) {
+		if compact(a[k]) != compact(b[k]) {
+			changed = append(changed, k)
+		}
+	}
+	if len(changed) != 1 {
+		return "", false
+	}
+	v, ok := a[changed[0]]
+	if !ok {
+		v = b[changed[0]]
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(v, &obj) != nil {
+		return "", false
+	}
+	return changed[0], true
+}
+
+func mapsKeysUnion(a, b map[string]json.RawMessage) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
 	}
 	return out
 }
